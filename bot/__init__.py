@@ -1,0 +1,1 @@
+"""Bot side of counsel-bot: platform adapters, the conversation manager, stores and settings."""

@@ -1,0 +1,193 @@
+"""The conversation manager: owns one turn, from an adapter's IncomingMessage to a Reply.
+
+Commands, first-contact notice, crisis screen, per-conversation ordering and rate limits, the history window,
+submitting a GenerationRequest and awaiting its (streamed) result, the timeout fallback, storing the turn.
+Knows nothing of platforms, Redis or models: those sit behind the stores and the queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import unicodedata
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot import texts
+from bot.safety import screen as safety_screen
+from bot.safety.resources import crisis_reply
+from bot.safety.screen import Screening, check_in_reply, is_retraction
+from bot.stores import HistoryStore, RequestQueue, StateStore
+from bot.types import IncomingMessage, Reply
+from model.schema import GenerationRequest, GenerationResult, SamplingParams, StreamChunk, Turn
+
+log = logging.getLogger(__name__)
+
+PartialCallback = Callable[[str], Awaitable[None]]
+CrisisAlert = Callable[[IncomingMessage, Screening], Awaitable[None]]
+
+DEDUPE_TTL_S = 24 * 3600
+
+
+@dataclass
+class ManagerConfig:
+    region: str = "US"
+    max_message_chars: int = 4000
+    history_max_turns: int = 40
+    rate_limit_messages: int = 12
+    rate_limit_window_s: float = 60.0
+    request_timeout_s: float = 120.0
+    careful_mode_s: float = 24 * 3600
+    sampling: SamplingParams = SamplingParams()
+    log_message_text: bool = False
+
+    @classmethod
+    def from_settings(cls, s) -> ManagerConfig:
+        return cls(region=s.region, max_message_chars=s.max_message_chars, history_max_turns=s.history_max_turns,
+                   rate_limit_messages=s.rate_limit_messages, rate_limit_window_s=s.rate_limit_window_s,
+                   request_timeout_s=s.request_timeout_s, careful_mode_s=s.careful_mode_hours * 3600,
+                   sampling=SamplingParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                                           top_p=s.top_p, repetition_penalty=s.repetition_penalty),
+                   log_message_text=s.log_message_text)
+
+
+def clean_text(text: str) -> str:
+    """Drop control and formatting characters (keeping newlines and tabs) and surrounding white space."""
+    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c)[0] != "C").strip()
+
+
+def request_id_for(msg: IncomingMessage) -> str:
+    """Deterministic for a platform message (a redelivery maps to the same request); random otherwise."""
+    if msg.message_id:
+        return hashlib.sha256(f"{msg.platform}:{msg.message_id}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{time.time_ns()}:{id(msg)}".encode()).hexdigest()[:32]
+
+
+class ConversationManager:
+    def __init__(self, history: HistoryStore, state: StateStore, queue: RequestQueue,
+                 config: ManagerConfig | None = None, on_crisis: CrisisAlert | None = None):
+        self.history, self.state, self.queue = history, state, queue
+        self.cfg = config or ManagerConfig()
+        self.on_crisis = on_crisis
+
+    # --- commands --------------------------------------------------------------------------------------------
+    async def forget(self, user_key: str) -> None:
+        await self.history.forget(user_key)
+        await self.state.forget(user_key)
+        log.info("erased data of %s", _anon(user_key))
+
+    def command(self, text: str) -> str | None:
+        """The command word if `text` is a command ('/help', '!help', 'help' alone is a message)."""
+        t = text.strip().lower()
+        if t[:1] in "/!" and len(t) > 1 and " " not in t:
+            return t[1:]
+        return None
+
+    async def _run_command(self, msg: IncomingMessage, name: str) -> Reply:
+        if name in ("help", "start"):
+            return Reply(texts.HELP, kind="command")
+        if name in ("forget", "erase", "delete", "reset"):
+            await self.forget(msg.user_key)
+            return Reply(texts.FORGOTTEN, kind="command")
+        if name in ("resources", "crisis", "help-now"):
+            return Reply(texts.resources(self.cfg.region), kind="command")
+        return Reply(texts.UNKNOWN_COMMAND, kind="command")
+
+    # --- a turn ------------------------------------------------------------------------------------------------
+    async def handle(self, msg: IncomingMessage, on_partial: PartialCallback | None = None) -> Reply | None:
+        """The reply to one message, or None for a redelivery that was already answered (send nothing)."""
+        if msg.message_id and not await self.state.claim(f"{msg.platform}:{msg.message_id}", DEDUPE_TTL_S):
+            log.info("duplicate delivery of a %s message ignored", msg.platform)
+            return None
+        text = clean_text(msg.text)
+        if not text:
+            return Reply(texts.EMPTY, kind="invalid")
+        name = self.command(text)
+        if name is not None:
+            return await self._run_command(msg, name)
+        truncated = len(text) > self.cfg.max_message_chars
+        if truncated:
+            text = text[: self.cfg.max_message_chars]
+        if self.cfg.log_message_text:
+            log.info("message from %s: %r", _anon(msg.user_key), text)
+
+        # Crisis first: screened before rate limits and before any waiting.
+        screening = safety_screen(text)
+        if screening.crisis:
+            return await self._crisis(msg, text, screening)
+
+        if not await self.state.allow(f"rate:{msg.user_key}", self.cfg.rate_limit_messages,
+                                      self.cfg.rate_limit_window_s):
+            return Reply(texts.rate_limited(self.cfg.region), kind="rate_limited")
+
+        async with self.state.lock(msg.conversation_key, self.cfg.request_timeout_s + 30):
+            notice = await self._first_contact(msg)
+            careful = await self.state.get_field(msg.user_key, "careful") is not None
+            if careful and is_retraction(text):
+                reply = Reply(check_in_reply(self.cfg.region), kind="check_in", notice=notice)
+                await self.history.append(msg.conversation_key, Turn(role="user", content=text),
+                                          Turn(role="assistant", content=reply.text))
+                return reply
+            reply = await self._generate(msg, text, careful, on_partial)
+            reply.notice = notice
+            if truncated:
+                reply.text = texts.TRUNCATED_NOTE + "\n\n" + reply.text
+            return reply
+
+    async def _first_contact(self, msg: IncomingMessage) -> str | None:
+        if await self.state.get_field(msg.user_key, "seen") is not None:
+            return None
+        await self.state.set_field(msg.user_key, "seen", "1")
+        return texts.FIRST_CONTACT
+
+    async def _crisis(self, msg: IncomingMessage, text: str, screening: Screening) -> Reply:
+        log.warning("crisis screen: category=%s rule=%s user=%s", screening.category, screening.rule,
+                    _anon(msg.user_key))
+        reply = Reply(crisis_reply(screening.category, self.cfg.region), kind="crisis", crisis=True,
+                      category=screening.category)
+        await self.state.set_field(msg.user_key, "careful", screening.category or "1", self.cfg.careful_mode_s)
+        await self.state.set_field(msg.user_key, "seen", "1")
+        await self.history.append(msg.conversation_key, Turn(role="user", content=text),
+                                  Turn(role="assistant", content=reply.text))
+        if self.on_crisis is not None:
+            try:
+                await self.on_crisis(msg, screening)
+            except Exception:  # an alert failure must never cost the person their reply
+                log.exception("crisis alert failed")
+        return reply
+
+    async def _generate(self, msg: IncomingMessage, text: str, careful: bool,
+                        on_partial: PartialCallback | None) -> Reply:
+        history = (await self.history.load(msg.conversation_key))[-self.cfg.history_max_turns:]
+        req = GenerationRequest(request_id=request_id_for(msg), conversation=msg.conversation_key,
+                                history=history, message=text, careful=careful, sampling=self.cfg.sampling,
+                                stream=on_partial is not None,
+                                deadline=time.time() + self.cfg.request_timeout_s)
+        await self.queue.submit(req)
+        result: GenerationResult | None = None
+        shown = ""
+        try:
+            async for event in self.queue.events(req.request_id, self.cfg.request_timeout_s):
+                if isinstance(event, StreamChunk):
+                    shown += event.delta
+                    if on_partial is not None:
+                        await on_partial(shown)
+                else:
+                    result = event
+        except TimeoutError:
+            log.warning("request %s timed out after %.0fs", req.request_id, self.cfg.request_timeout_s)
+            return Reply(texts.fallback(self.cfg.region), kind="fallback", request_id=req.request_id)
+        if result is None or not result.ok or not result.text.strip():
+            log.warning("request %s failed: %s", req.request_id, result.error if result else "no result")
+            return Reply(texts.fallback(self.cfg.region), kind="fallback", request_id=req.request_id)
+        await self.history.append(msg.conversation_key, Turn(role="user", content=text),
+                                  Turn(role="assistant", content=result.text))
+        return Reply(result.text, kind="answer", request_id=req.request_id,
+                     meta={"completion_tokens": result.completion_tokens, "guarded": result.replaced})
+
+
+def _anon(user_key: str) -> str:
+    """A stable pseudonym for logs: platform plus a short hash, never the raw user id."""
+    platform = user_key.split(":", 1)[0]
+    return f"{platform}:{hashlib.sha256(user_key.encode()).hexdigest()[:10]}"

@@ -1,0 +1,62 @@
+"""Wiring in one place: settings -> engine spec, stores, queue, manager. Entry points call these."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from bot.manager import ConversationManager, CrisisAlert, ManagerConfig
+from bot.safety import Guard
+from bot.settings import Settings
+from bot.stores import HistoryStore, RequestQueue, StateStore
+from model.loading import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def model_spec(s: Settings) -> ModelSpec:
+    return ModelSpec(base=s.base_model, adapter=s.adapter, load_in_4bit=s.load_in_4bit,
+                     merge_adapter=s.merge_adapter, device=s.device, dtype=s.dtype, cache_dir=s.model_cache_dir)
+
+
+def load_engine(s: Settings):
+    from model.engine import Engine
+
+    return Engine.from_spec(model_spec(s), s.max_context_tokens)
+
+
+@dataclass
+class Runtime:
+    manager: ConversationManager
+    history: HistoryStore
+    state: StateStore
+    queue: RequestQueue
+    engine: object | None = None  # the in-process engine, when there is no Redis
+
+    async def close(self) -> None:
+        await self.queue.close()
+
+
+def build_runtime(s: Settings, on_crisis: CrisisAlert | None = None, engine=None) -> Runtime:
+    """Redis stores and the Redis queue when COUNSEL_REDIS_URL is set; otherwise in-process stores and engine."""
+    if s.redis_url:
+        from bot.stores.redis_stores import build_redis_stores  # noqa: PLC0415 (only with Redis)
+
+        history, state, queue = build_redis_stores(s)
+    else:
+        from bot.stores.local_queue import LocalQueue
+        from bot.stores.memory import MemoryHistoryStore, MemoryStateStore
+
+        engine = engine or load_engine(s)
+        history = MemoryHistoryStore(s.history_max_turns, s.history_ttl_days * 86400)
+        state = MemoryStateStore()
+        queue = LocalQueue(engine, Guard(s.region), s.worker_batch_size, s.worker_batch_wait_ms)
+    manager = ConversationManager(history, state, queue, ManagerConfig.from_settings(s), on_crisis)
+    return Runtime(manager, history, state, queue, engine)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3", "discord.gateway", "transformers", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
