@@ -1,0 +1,1 @@
+"""Training: counseling data, QLoRA/LoRA SFT recipes, evaluation gate and adapter promotion."""
