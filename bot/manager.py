@@ -95,14 +95,18 @@ class ConversationManager:
         return Reply(texts.UNKNOWN_COMMAND, kind="command")
 
     # --- a turn ------------------------------------------------------------------------------------------------
-    async def handle(self, msg: IncomingMessage, on_partial: PartialCallback | None = None) -> Reply | None:
-        """The reply to one message, or None for a redelivery that was already answered (send nothing)."""
+    async def handle(self, msg: IncomingMessage, on_partial: PartialCallback | None = None, *,
+                     invite_only: bool = False) -> Reply | None:
+        """The reply to one message, or None for a redelivery that was already answered (send nothing).
+
+        `invite_only` (a public channel, where counseling is not private): commands and the crisis screen run as
+        usual, anything else gets a short invitation to continue in a direct message instead of a model answer."""
         if msg.message_id and not await self.state.claim(f"{msg.platform}:{msg.message_id}", DEDUPE_TTL_S):
             log.info("duplicate delivery of a %s message ignored", msg.platform)
             return None
         text = clean_text(msg.text)
         if not text:
-            return Reply(texts.EMPTY, kind="invalid")
+            return Reply(texts.INVITE_PRIVATE, kind="invite") if invite_only else Reply(texts.EMPTY, kind="invalid")
         name = self.command(text)
         if name is not None:
             return await self._run_command(msg, name)
@@ -116,6 +120,8 @@ class ConversationManager:
         screening = safety_screen(text)
         if screening.crisis:
             return await self._crisis(msg, text, screening)
+        if invite_only:
+            return Reply(texts.INVITE_PRIVATE, kind="invite")
 
         if not await self.state.allow(f"rate:{msg.user_key}", self.cfg.rate_limit_messages,
                                       self.cfg.rate_limit_window_s):

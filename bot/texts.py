@@ -34,6 +34,11 @@ RATE_LIMITED = (
 
 UNKNOWN_COMMAND = "I don't know that command. Type /help to see what I can do."
 
+INVITE_PRIVATE = (
+    "Thanks for reaching out. Everyone in this channel can read what we write here, so I answer privately: "
+    "send me a direct message and we can talk there. If you need help right now, type /resources."
+)
+
 
 def resources(region: str) -> str:
     return "Support is available any time:\n" + resources_text(region)

@@ -7,7 +7,8 @@ from typing import Literal
 
 Platform = Literal["terminal", "discord", "slack", "test", "bench"]
 
-ReplyKind = Literal["answer", "crisis", "command", "rate_limited", "fallback", "invalid", "check_in"]
+ReplyKind = Literal["answer", "crisis", "command", "rate_limited", "fallback", "invalid", "check_in",
+                    "invite"]
 
 
 @dataclass(frozen=True)
