@@ -25,6 +25,7 @@ from model.schema import GenerationRequest, GenerationResult, SamplingParams, St
 log = logging.getLogger(__name__)
 
 PartialCallback = Callable[[str], Awaitable[None]]
+StartCallback = Callable[[], Awaitable[None]]
 CrisisAlert = Callable[[IncomingMessage, Screening], Awaitable[None]]
 
 DEDUPE_TTL_S = 24 * 3600
@@ -96,11 +97,13 @@ class ConversationManager:
 
     # --- a turn ------------------------------------------------------------------------------------------------
     async def handle(self, msg: IncomingMessage, on_partial: PartialCallback | None = None, *,
-                     invite_only: bool = False) -> Reply | None:
+                     invite_only: bool = False, on_start: StartCallback | None = None) -> Reply | None:
         """The reply to one message, or None for a redelivery that was already answered (send nothing).
 
         `invite_only` (a public channel, where counseling is not private): commands and the crisis screen run as
-        usual, anything else gets a short invitation to continue in a direct message instead of a model answer."""
+        usual, anything else gets a short invitation to continue in a direct message instead of a model answer.
+        `on_start` is awaited once a message is going to the model (not a duplicate, command, crisis or rate-limited
+        message), before any waiting: adapters show "thinking..." there."""
         if msg.message_id and not await self.state.claim(f"{msg.platform}:{msg.message_id}", DEDUPE_TTL_S):
             log.info("duplicate delivery of a %s message ignored", msg.platform)
             return None
@@ -126,6 +129,8 @@ class ConversationManager:
         if not await self.state.allow(f"rate:{msg.user_key}", self.cfg.rate_limit_messages,
                                       self.cfg.rate_limit_window_s):
             return Reply(texts.rate_limited(self.cfg.region), kind="rate_limited")
+        if on_start is not None:
+            await on_start()
 
         async with self.state.lock(msg.conversation_key, self.cfg.request_timeout_s + 30):
             notice = await self._first_contact(msg)
