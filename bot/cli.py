@@ -102,8 +102,26 @@ def worker() -> None:
 
 @app.command()
 def discord() -> None:
-    """[not yet implemented: the Discord issue] Run the Discord adapter (needs DISCORD_TOKEN)."""
-    _not_yet("the Discord issue", "discord")
+    """Run the Discord bot (needs DISCORD_TOKEN): DMs get answers, a server @mention gets an invitation to DM.
+
+    Uses Redis and an external `counsel-bot worker` when COUNSEL_REDIS_URL is set; otherwise the model runs in
+    this process. Slash commands /forget, /resources, /help are registered on start.
+    """
+    from bot.discord_adapter import MISSING_TOKEN, run_discord
+    from model.loading import ModelNotFound
+
+    s = _settings()
+    if s.discord_token is None or not s.discord_token.get_secret_value().strip():
+        typer.echo(MISSING_TOKEN, err=True)
+        raise typer.Exit(2)
+    _start(s)
+    try:
+        raise typer.Exit(asyncio.run(run_discord(s)))
+    except ModelNotFound as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @app.command()
