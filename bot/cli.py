@@ -126,8 +126,28 @@ def discord() -> None:
 
 @app.command()
 def slack() -> None:
-    """[not yet implemented: the Slack issue] Run the Slack adapter."""
-    _not_yet("the Slack issue", "slack")
+    """Run the Slack adapter: answers mentions (in a thread) and direct messages.
+
+    Socket Mode when SLACK_APP_TOKEN is set (no public URL needed); otherwise HTTP on COUNSEL_SLACK_PORT at
+    /slack/events, verified with SLACK_SIGNING_SECRET. Always needs SLACK_BOT_TOKEN. Create the Slack app from
+    bot/slack_manifest.yaml.
+    """
+    from bot.slack_adapter import missing_settings, serve
+    from model.loading import ModelNotFound
+
+    s = _settings()
+    missing = missing_settings(s)
+    if missing:
+        typer.echo(f"error: {missing}", err=True)
+        raise typer.Exit(2)
+    _start(s)
+    try:
+        asyncio.run(serve(s))
+    except ModelNotFound as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @app.command()
