@@ -32,10 +32,12 @@ def _settings(**overrides) -> Settings:
 
 
 def _start(s: Settings, quiet: bool = False) -> None:
+    from bot.ops import start_ops
     from bot.runtime import setup_logging
 
-    setup_logging("WARNING" if quiet else s.log_level)
+    setup_logging("WARNING" if quiet else s.log_level, s.log_format)
     log.info("effective configuration: %s", json.dumps(s.redacted(), default=str))
+    start_ops(s)  # /healthz /readyz /metrics when COUNSEL_METRICS_PORT is set (bot/ops.py)
 
 
 @app.command()

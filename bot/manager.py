@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot import texts
+from bot.metrics import observed_turn
 from bot.safety import screen as safety_screen
 from bot.safety.resources import crisis_reply
 from bot.safety.screen import Screening, check_in_reply, is_retraction
@@ -96,6 +97,7 @@ class ConversationManager:
         return Reply(texts.UNKNOWN_COMMAND, kind="command")
 
     # --- a turn ------------------------------------------------------------------------------------------------
+    @observed_turn  # /metrics: replies by kind, latency, time to first token, crisis screens (bot/metrics.py)
     async def handle(self, msg: IncomingMessage, on_partial: PartialCallback | None = None, *,
                      invite_only: bool = False, on_start: StartCallback | None = None) -> Reply | None:
         """The reply to one message, or None for a redelivery that was already answered (send nothing).

@@ -20,6 +20,15 @@ def model_spec(s: Settings) -> ModelSpec:
 
 
 def load_engine(s: Settings):
+    """The engine the worker (or the in-process queue) generates with: local weights, or an OpenAI-compatible
+    server (COUNSEL_ENGINE=openai: vLLM/TGI/SGLang serving the same base model and adapter)."""
+    if s.engine == "openai":
+        from model.openai_engine import OpenAIEngine
+
+        key = s.openai_api_key.get_secret_value() if s.openai_api_key else None
+        return OpenAIEngine.from_spec(model_spec(s), s.openai_base_url, s.openai_model, key,
+                                      timeout_s=s.openai_timeout_s, concurrency=s.openai_concurrency,
+                                      max_context_tokens=s.max_context_tokens)
     from model.engine import Engine
 
     return Engine.from_spec(model_spec(s), s.max_context_tokens)
@@ -51,12 +60,15 @@ def build_runtime(s: Settings, on_crisis: CrisisAlert | None = None, engine=None
         history = MemoryHistoryStore(s.history_max_turns, s.history_ttl_days * 86400)
         state = MemoryStateStore()
         queue = LocalQueue(engine, Guard(s.region), s.worker_batch_size, s.worker_batch_wait_ms)
+        from bot.ops import watch_queue_depth
+
+        watch_queue_depth(queue.depth)
     manager = ConversationManager(history, state, queue, ManagerConfig.from_settings(s), on_crisis)
     return Runtime(manager, history, state, queue, engine)
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore", "urllib3", "discord.gateway", "transformers", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Text or JSON lines (COUNSEL_LOG_FORMAT); see bot/logs.py."""
+    from bot.logs import setup_logging as _setup
+
+    _setup(level, fmt)

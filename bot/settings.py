@@ -33,47 +33,69 @@ class Settings(BaseSettings):
     load_in_4bit: bool = Field(False, description="NF4 weights via bitsandbytes (CUDA only)")
     merge_adapter: bool = Field(True, description="merge the LoRA adapter into the weights for serving (not with 4-bit)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="weights dtype; auto = bfloat16 where supported, else float32")
     model_cache_dir: Path = Field(Path.home() / ".cache" / "counsel-bot",
                                   description="where the converted GGUF default model is cached")
-    max_new_tokens: int = Field(256, ge=1, le=4096)
-    temperature: float = Field(0.7, ge=0.0, le=5.0)
-    top_p: float = Field(0.9, gt=0.0, le=1.0)
-    repetition_penalty: float = Field(1.1, ge=1.0, le=3.0)
+    max_new_tokens: int = Field(256, ge=1, le=4096, description="longest reply, in tokens")
+    temperature: float = Field(0.7, ge=0.0, le=5.0, description="sampling temperature; 0 = greedy")
+    top_p: float = Field(0.9, gt=0.0, le=1.0, description="nucleus sampling: keep the top tokens up to this mass")
+    repetition_penalty: float = Field(1.1, ge=1.0, le=3.0, description="1 = none; >1 discourages repeating")
     max_context_tokens: int | None = Field(None, description="prompt + reply budget; unset = the model's own")
 
+    # --- engine: in the worker process, or an OpenAI-compatible server (vLLM, TGI, SGLang) ----------------
+    engine: Literal["local", "openai"] = Field(
+        "local", description="local = the worker loads the model itself; openai = the worker sends its batches to "
+                             "an OpenAI-compatible server serving the same base model and adapter")
+    openai_base_url: str = Field("http://127.0.0.1:8000/v1",
+                                 description="the server's API root (ends in /v1); with COUNSEL_ENGINE=openai")
+    openai_model: str = Field("counsel", description="model name sent to the server: the LoRA module name "
+                                                     "(vllm serve --lora-modules counsel=/adapters/current)")
+    openai_api_key: SecretStr | None = Field(None, description="bearer token if the server wants one "
+                                                               "(vllm serve --api-key)")
+    openai_timeout_s: float = Field(60.0, gt=0, description="longest wait for one streamed completion")
+    openai_concurrency: int = Field(16, ge=1, description="requests of one batch in flight at once")
+
     # --- worker --------------------------------------------------------------------------------------------
-    worker_batch_size: int = Field(8, ge=1)
-    worker_batch_wait_ms: int = Field(20, ge=0)
+    worker_batch_size: int = Field(8, ge=1, description="most requests generated together")
+    worker_batch_wait_ms: int = Field(20, ge=0, description="how long a batch waits to fill up")
     request_timeout_s: float = Field(120.0, gt=0, description="after this the user gets a kind fallback message")
 
     # --- conversation ------------------------------------------------------------------------------------
     rate_limit_messages: int = Field(12, ge=1, description="messages per user per rate-limit window")
-    rate_limit_window_s: float = Field(60.0, gt=0)
+    rate_limit_window_s: float = Field(60.0, gt=0, description="the rate-limit window, in seconds")
     max_message_chars: int = Field(4000, ge=100, description="longer messages are cut to this before the model")
     careful_mode_hours: float = Field(24.0, ge=0, description="how long a conversation stays careful after a crisis")
     region: str = Field("US", description="crisis resources region: US, UK, IE, CA, AU, or INTL")
     log_message_text: bool = Field(False, description="log message text (health data!) - for local debugging only")
 
     # --- Discord -------------------------------------------------------------------------------------------
-    discord_token: SecretStr | None = Field(None, validation_alias=_alias("DISCORD_TOKEN"))
+    discord_token: SecretStr | None = Field(None, validation_alias=_alias("DISCORD_TOKEN"),
+                                            description="the Discord bot token (Developer Portal > Bot)")
     discord_test_guild: int | None = Field(None, description="register slash commands to this guild only (instant)")
     discord_public_reply: Literal["invite_dm", "full"] = Field(
         "invite_dm", description="in a server channel: answer briefly and invite to DM, or answer in full")
     admin_discord_channel: int | None = Field(None, description="channel id that receives crisis alerts")
 
     # --- Slack ---------------------------------------------------------------------------------------------
-    slack_bot_token: SecretStr | None = Field(None, validation_alias=_alias("SLACK_BOT_TOKEN"))
-    slack_signing_secret: SecretStr | None = Field(None, validation_alias=_alias("SLACK_SIGNING_SECRET"))
-    slack_app_token: SecretStr | None = Field(None, validation_alias=_alias("SLACK_APP_TOKEN"))
-    slack_port: int = Field(3000, ge=1, le=65535)
-    slack_api_url: str = Field("https://slack.com/api/")
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=_alias("SLACK_BOT_TOKEN"),
+                                              description="xoxb-... Bot User OAuth Token")
+    slack_signing_secret: SecretStr | None = Field(None, validation_alias=_alias("SLACK_SIGNING_SECRET"),
+                                                   description="verifies HTTP-mode requests (Basic Information)")
+    slack_app_token: SecretStr | None = Field(None, validation_alias=_alias("SLACK_APP_TOKEN"),
+                                              description="xapp-... app-level token; set = Socket Mode, "
+                                                          "unset = HTTP on COUNSEL_SLACK_PORT")
+    slack_port: int = Field(3000, ge=1, le=65535, description="HTTP mode: port of /slack/events")
+    slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL")
     admin_slack_channel: str | None = Field(None, description="channel id that receives crisis alerts")
     alert_include_text: bool = Field(False, description="include the message text in crisis alerts")
 
     # --- operations ----------------------------------------------------------------------------------------
     metrics_port: int | None = Field(None, description="serve /metrics, /healthz and /readyz on this port")
-    log_level: str = "INFO"
+    metrics_host: str = Field("0.0.0.0", description="address the metrics/health endpoint binds to")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: Literal["text", "json"] = Field("text", description="json = one JSON object per log line "
+                                                                    "(message text never included by default)")
 
     def redacted(self) -> dict:
         """The effective configuration, secrets redacted (SecretStr prints as '**********')."""

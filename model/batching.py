@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
+from model.metrics import observe_batch
 from model.schema import GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,14 @@ class OutputGuard(Protocol):
 
 def run_batch(engine: Generator, requests: Sequence[GenerationRequest], on_delta=None,
               guard: OutputGuard | None = None) -> list[GenerationResult]:
+    """`_run_batch`, recorded in the generation metrics (model/metrics.py) for the worker and the local queue."""
+    results = _run_batch(engine, requests, on_delta, guard)
+    observe_batch(results)
+    return results
+
+
+def _run_batch(engine: Generator, requests: Sequence[GenerationRequest], on_delta=None,
+               guard: OutputGuard | None = None) -> list[GenerationResult]:
     """Generate, guard every reply, regenerate the failures once (not streamed), then fall back to a safe reply.
 
     Streamed text passes the same guard: once a request's partial text violates it, that request's stream stops

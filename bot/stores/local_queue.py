@@ -22,11 +22,16 @@ class LocalQueue:
         self._outboxes: dict[str, asyncio.Queue] = {}
         self._chunk_index: dict[str, int] = {}
         self._task: asyncio.Task | None = None
+        self._generating = 0
 
     def _ensure_started(self) -> None:
         if self._task is None or self._task.done():
             self._pending = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="local-inference")
+
+    def depth(self) -> tuple[int, int]:
+        """(waiting, being generated): the queue depth for /metrics."""
+        return (self._pending.qsize() if self._pending is not None else 0), self._generating
 
     async def submit(self, request: GenerationRequest) -> None:
         self._ensure_started()
@@ -67,11 +72,14 @@ class LocalQueue:
             def on_delta(request_id: str, delta: str) -> None:
                 loop.call_soon_threadsafe(self._chunk, request_id, delta)
 
+            self._generating = len(live)
             try:
                 results = await asyncio.to_thread(run_batch, self.engine, live, on_delta, self.guard) if live else []
             except Exception as e:  # never a dead queue
                 log.exception("in-process batch failed")
                 results = [error_result(r.request_id, type(e).__name__) for r in live]
+            finally:
+                self._generating = 0
             for res in results:
                 res.queue_seconds = max(0.0, now - next(r.created_at for r in live if r.request_id == res.request_id))
                 self._deliver(res)
