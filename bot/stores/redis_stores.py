@@ -1,0 +1,223 @@
+"""Redis stores: history, per-user state and the request queue, behind the protocols of `bot.stores`.
+
+Every key name comes from `model.keys`. Every call has connect/socket timeouts and retries connection errors
+(`model.redis_io.connect`), so a restarting Redis is ridden out and a hung one fails in bounded time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from model import keys
+from model.redis_io import STREAM_FIELD, connect, decode_outbox_entry
+from model.schema import GenerationRequest, GenerationResult, StreamChunk, Turn
+
+log = logging.getLogger(__name__)
+
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class RedisHistoryStore:
+    """A capped list of Turn JSON per conversation, expiring `ttl_s` after the last turn."""
+
+    def __init__(self, redis, max_turns: int = 40, ttl_s: float = 7 * 86400):
+        self.r, self.max_turns, self.ttl_s = redis, max_turns, ttl_s
+
+    async def load(self, conversation: str) -> list[Turn]:
+        raw = await self.r.lrange(keys.history(conversation), 0, -1)
+        return [Turn.model_validate_json(x) for x in raw]
+
+    async def append(self, conversation: str, *turns: Turn) -> None:
+        if not turns:
+            return
+        key, index = keys.history(conversation), keys.user_conversations(keys.user_key_of(conversation))
+        async with self.r.pipeline(transaction=True) as p:
+            p.rpush(key, *[t.model_dump_json() for t in turns])
+            p.ltrim(key, -self.max_turns, -1)
+            p.pexpire(key, _ms(self.ttl_s))
+            p.sadd(index, conversation)
+            p.pexpire(index, _ms(self.ttl_s))
+            await p.execute()
+
+    async def forget(self, user_key: str) -> int:
+        index = keys.user_conversations(user_key)
+        conversations = [c.decode() for c in await self.r.smembers(index)]
+        async with self.r.pipeline(transaction=True) as p:
+            for c in conversations:
+                p.delete(keys.history(c))
+            p.delete(index)
+            done = await p.execute()
+        return sum(done[:-1])
+
+
+# Sliding-window rate limit. KEYS[1] zset of hit times; ARGV[1] limit, ARGV[2] window ms, ARGV[3] unique member.
+_ALLOW_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], window)
+return 1
+"""
+
+# A fair (FIFO) lock. KEYS[1] list of tokens (head = holder), KEYS[2] zset token -> lease expiry in ms.
+# ARGV[1] token, ARGV[2] waiting lease ms (refreshed at every poll), ARGV[3] holding lease ms.
+# Heads whose lease ran out (a process that died holding or waiting) are dropped, so a dead process never
+# blocks a conversation for longer than its lease. Returns 1 when the token holds the lock.
+_ACQUIRE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local keep = math.max(tonumber(ARGV[2]), tonumber(ARGV[3]))
+if not redis.call('LPOS', KEYS[1], ARGV[1]) then redis.call('RPUSH', KEYS[1], ARGV[1]) end
+local got = 0
+while true do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if head == ARGV[1] then got = 1 break end
+  local lease = redis.call('ZSCORE', KEYS[2], head)
+  if lease and tonumber(lease) > now then break end
+  redis.call('LPOP', KEYS[1])
+  redis.call('ZREM', KEYS[2], head)
+end
+redis.call('ZADD', KEYS[2], now + tonumber(got == 1 and ARGV[3] or ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], keep)
+redis.call('PEXPIRE', KEYS[2], keep)
+return got
+"""
+
+_RELEASE_LUA = """
+redis.call('LREM', KEYS[1], 1, ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+class RedisStateStore:
+    """Dedupe claims, rate limits, per-user fields and a cross-process FIFO lock per conversation."""
+
+    WAIT_LEASE_S = 10.0  # a waiter that stops polling for this long (a dead process) loses its place
+    POLL_MIN_S, POLL_MAX_S = 0.002, 0.05
+
+    def __init__(self, redis):
+        self.r = redis
+        self._allow = redis.register_script(_ALLOW_LUA)
+        self._acquire = redis.register_script(_ACQUIRE_LUA)
+        self._release = redis.register_script(_RELEASE_LUA)
+
+    async def claim(self, key: str, ttl_s: float) -> bool:
+        return bool(await self.r.set(keys.claim(key), b"1", nx=True, px=_ms(ttl_s)))
+
+    async def allow(self, key: str, limit: int, window_s: float) -> bool:
+        member = f"{time.time_ns()}:{secrets.token_hex(4)}"
+        return bool(await self._allow(keys=[keys.rate(key)], args=[limit, _ms(window_s), member]))
+
+    async def get_field(self, user_key: str, name: str) -> str | None:
+        value = await self.r.get(keys.user_field(user_key, name))
+        return value.decode() if value is not None else None
+
+    async def set_field(self, user_key: str, name: str, value: str, ttl_s: float | None = None) -> None:
+        async with self.r.pipeline(transaction=True) as p:
+            p.set(keys.user_field(user_key, name), value, px=_ms(ttl_s) if ttl_s else None)
+            p.sadd(keys.user_fields(user_key), name)
+            await p.execute()
+
+    @asynccontextmanager
+    async def lock(self, conversation: str, timeout_s: float) -> AsyncIterator[None]:
+        """Held by one turn at a time across processes, granted in arrival order; TimeoutError after `timeout_s`.
+
+        The holder's lease is `timeout_s` too: a process that dies holding it blocks the conversation at most that
+        long.
+        """
+        lk = [keys.lock_queue(conversation), keys.lock_alive(conversation)]
+        token = secrets.token_hex(8)
+        args = [token, _ms(self.WAIT_LEASE_S), _ms(timeout_s)]
+        deadline = time.monotonic() + timeout_s
+        pause = self.POLL_MIN_S
+        try:
+            while not await self._acquire(keys=lk, args=args):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"lock of a conversation not granted within {timeout_s:.0f}s")
+                await asyncio.sleep(min(pause, left))
+                pause = min(pause * 2, self.POLL_MAX_S)
+            yield
+        finally:
+            try:
+                await asyncio.shield(self._release(keys=lk, args=[token]))
+            except _UNAVAILABLE:  # the lease frees it
+                log.warning("could not release a conversation lock; its lease will")
+
+    async def forget(self, user_key: str) -> int:
+        index = keys.user_fields(user_key)
+        names = [n.decode() for n in await self.r.smembers(index)]
+        async with self.r.pipeline(transaction=True) as p:
+            for n in names:
+                p.delete(keys.user_field(user_key, n))
+            p.delete(index, keys.rate(f"rate:{user_key}"))
+            done = await p.execute()
+        return sum(done[:-1])
+
+
+class RedisRequestQueue:
+    """Requests go to `keys.REQUESTS_STREAM` (read by `counsel-bot worker`s in `keys.WORKER_GROUP`); chunks and the
+    result come back through the request's outbox (see model.redis_io)."""
+
+    def __init__(self, redis, block_s: float = 1.0):
+        self.r = redis
+        self.block_s = block_s  # each XREAD blocks at most this long (below the socket timeout)
+
+    async def submit(self, request: GenerationRequest) -> None:
+        await self.r.xadd(keys.REQUESTS_STREAM, {STREAM_FIELD: request.model_dump_json()})
+
+    async def events(self, request_id: str, timeout_s: float) -> AsyncIterator[StreamChunk | GenerationResult]:
+        """Chunks of the first worker attempt, then the result. Resumes from the last entry read after a Redis
+        restart; raises TimeoutError past `timeout_s` (nothing of this request is delivered after that)."""
+        key, last, attempt = keys.outbox(request_id), "0-0", None
+        deadline = time.monotonic() + timeout_s
+        pause = 0.05
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(request_id)
+            try:
+                got = await self.r.xread({key: last}, count=64, block=_ms(min(left, self.block_s)))
+            except _UNAVAILABLE:
+                log.warning("Redis unavailable while awaiting a result; retrying")
+                await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, 1.0)
+                continue
+            pause = 0.05
+            for _stream, entries in got or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    who, event = decode_outbox_entry(fields)
+                    if isinstance(event, GenerationResult):
+                        yield event
+                        return
+                    attempt = attempt or who
+                    if who == attempt:
+                        yield event
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+
+def build_redis_stores(s) -> tuple[RedisHistoryStore, RedisStateStore, RedisRequestQueue]:
+    """The three Redis stores on one client (from Settings: redis_url, redis_timeout_s, history_*)."""
+    r = connect(s.redis_url, s.redis_timeout_s)
+    block_s = max(0.05, min(1.0, s.redis_timeout_s / 2))
+    return (RedisHistoryStore(r, s.history_max_turns, s.history_ttl_days * 86400), RedisStateStore(r),
+            RedisRequestQueue(r, block_s))

@@ -1,0 +1,400 @@
+"""The inference worker: the only process that touches the GPU (`counsel-bot worker`).
+
+Reads batches from `keys.REQUESTS_STREAM` in consumer group `keys.WORKER_GROUP` (up to `batch_size` requests or
+`batch_wait_ms`), runs `model.batching.run_batch` (engine + output guard), publishes chunks and results through
+each request's outbox (model.redis_io), then XACKs and XDELs the entries. Several workers share the group.
+
+Nothing accepted is lost, nothing is answered twice:
+- entries pending longer than `claim_idle_ms` (their worker died) are taken over with XAUTOCLAIM; a live worker
+  keeps the idle time of the entries it is generating for near zero (XCLAIM to itself), so it is never robbed;
+- a request whose result already exists is acknowledged without generating again; results are published with
+  SET NX, so the first publisher wins;
+- a request that keeps killing workers (`max_attempts`) gets an error result; an unparseable one gets an error
+  result; a request past its deadline gets an "expired" result. The worker itself never dies of a request.
+
+Between batches it applies adapter rollouts: a path PUBLISHed on `keys.ADAPTER_RELOAD_CHANNEL` or SET in
+`keys.ADAPTER_CURRENT` makes it call `engine_factory(path)` and serve the new engine from the next batch on (the
+old engine keeps serving if loading fails). SIGTERM (`stop()`) drains: the batch in hand is finished, published and
+acknowledged, then `run()` returns. A heartbeat key with a TTL reports throughput and queue depth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from model import keys
+from model.batching import Generator, OutputGuard, run_batch
+from model.redis_io import RESULT_TTL_S, STREAM_FIELD, chunk_fields, publish_result
+from model.schema import GenerationRequest, GenerationResult, StreamChunk, error_result
+
+log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[str | None], Generator]  # adapter path (None = no adapter) -> a loaded engine
+
+
+def _default_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class WorkerConfig:
+    batch_size: int = 8
+    batch_wait_ms: int = 20
+    block_ms: int = 1000  # longest wait for new work before housekeeping (stop, reload, heartbeat)
+    claim_idle_ms: int = 60_000  # entries pending this long belong to a dead worker and are taken over
+    max_attempts: int = 3  # deliveries of one request before it gets an error result
+    heartbeat_s: float = 5.0
+    chunk_flush_ms: int = 50  # streamed text is published at most this often per batch
+    adapter_poll_s: float = 1.0  # how often ADAPTER_CURRENT is read (the reload channel is instant)
+    name: str = field(default_factory=_default_name)
+
+
+@dataclass
+class _Stats:
+    batches: int = 0
+    requests: int = 0
+    errors: int = 0
+    tokens: int = 0
+    generation_s: float = 0.0
+    started: float = field(default_factory=time.time)
+
+
+class InferenceWorker:
+    def __init__(self, redis, engine: Generator, guard: OutputGuard | None = None,
+                 config: WorkerConfig | None = None, engine_factory: EngineFactory | None = None,
+                 adapter: str | None = None):
+        self.r, self.engine, self.guard = redis, engine, guard
+        self.cfg = config or WorkerConfig()
+        self.engine_factory, self.adapter = engine_factory, adapter
+        self.name = self.cfg.name
+        self.stats = _Stats()
+        self._stopping = asyncio.Event()
+        self._pubsub = None
+        self._failed_adapter: str | None = None
+        self._next_adapter_poll = 0.0
+        self._next_heartbeat = 0.0
+        self._next_claim = 0.0
+
+    # --- lifecycle -----------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Finish the batch in hand, publish and acknowledge it, then return from run()."""
+        if not self._stopping.is_set():
+            log.info("worker %s stopping after the current batch", self.name)
+        self._stopping.set()
+
+    async def run(self) -> None:
+        log.info("worker %s reading %s (group %s)", self.name, keys.REQUESTS_STREAM, keys.WORKER_GROUP)
+        pause = 0.1
+        try:
+            await self._ensure_group()
+        except Exception as e:  # Redis not up yet: the loop below retries
+            log.warning("cannot create the consumer group yet: %s", e)
+        while not self._stopping.is_set():
+            try:
+                await self._housekeeping()
+                entries = await self._next_entries()
+                if entries:
+                    await self._process(entries)
+                pause = 0.1
+            except Exception as e:  # never a dead worker: Redis away, a bug in one batch, ...
+                if _is_nogroup(e):
+                    await self._ensure_group()
+                    continue
+                log.warning("worker loop error (%s: %s); retrying in %.1fs", type(e).__name__, e, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+        await self._close()
+        log.info("worker %s stopped: %d requests in %d batches", self.name, self.stats.requests, self.stats.batches)
+
+    async def _close(self) -> None:
+        try:
+            await self.r.delete(keys.worker_heartbeat(self.name))
+            await self.r.srem(keys.WORKERS, self.name)
+        except Exception:
+            pass
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.aclose()
+            except Exception:
+                pass
+
+    async def _ensure_group(self) -> None:
+        from redis.exceptions import ResponseError
+
+        try:
+            await self.r.xgroup_create(keys.REQUESTS_STREAM, keys.WORKER_GROUP, id="0", mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    # --- reading -------------------------------------------------------------------------------------------------
+    async def _next_entries(self) -> list[tuple[bytes, dict]]:
+        now = time.monotonic()
+        if now >= self._next_claim:  # a dead worker's entries first: they are the oldest
+            self._next_claim = now + self.cfg.claim_idle_ms / 2000
+            _next, claimed, _deleted = await self.r.xautoclaim(
+                keys.REQUESTS_STREAM, keys.WORKER_GROUP, self.name, self.cfg.claim_idle_ms, "0-0",
+                count=self.cfg.batch_size)
+            if claimed:
+                log.warning("took over %d request(s) left pending by a dead worker", len(claimed))
+                return claimed
+        entries = await self._read(self.cfg.batch_size, self.cfg.block_ms)
+        if entries and len(entries) < self.cfg.batch_size and self.cfg.batch_wait_ms > 0:
+            end = time.monotonic() + self.cfg.batch_wait_ms / 1000
+            while len(entries) < self.cfg.batch_size and (left := end - time.monotonic()) > 0:
+                more = await self._read(self.cfg.batch_size - len(entries), max(1, int(left * 1000)))
+                if not more:
+                    break
+                entries += more
+        return entries
+
+    async def _read(self, count: int, block_ms: int) -> list[tuple[bytes, dict]]:
+        got = await self.r.xreadgroup(keys.WORKER_GROUP, self.name, {keys.REQUESTS_STREAM: ">"}, count=count,
+                                      block=block_ms)
+        return [e for _stream, entries in got or [] for e in entries if e[1] is not None]
+
+    # --- one batch -----------------------------------------------------------------------------------------------
+    async def _process(self, entries: list[tuple[bytes, dict]]) -> None:
+        ids = [eid for eid, _ in entries]
+        parsed: list[tuple[bytes, GenerationRequest]] = []
+        outcomes: list[GenerationResult] = []
+        for eid, fields in entries:
+            req, bad = _parse(fields)
+            if req is None:
+                self.stats.errors += 1
+                log.warning("unparseable request %s (%s)", eid.decode(), bad)
+                if bad and bad != "no_id":
+                    outcomes.append(error_result(bad.split("|", 1)[1], "bad_request"))
+                continue
+            parsed.append((eid, req))
+        async with self.r.pipeline(transaction=False) as p:
+            for _, req in parsed:
+                p.exists(keys.result(req.request_id))
+                p.incr(keys.attempts(req.request_id))
+                p.expire(keys.attempts(req.request_id), RESULT_TTL_S)
+            flags = await p.execute()
+        live: list[GenerationRequest] = []
+        attempt: dict[str, str] = {}
+        now = time.time()
+        for i, (_eid, req) in enumerate(parsed):
+            done, n = flags[3 * i], int(flags[3 * i + 1])
+            attempt[req.request_id] = f"{self.name}:{n}"
+            if done:
+                continue  # answered already (by a worker that died before acknowledging): just acknowledge
+            if n > self.cfg.max_attempts:
+                log.error("request %s failed %d deliveries; giving up", req.request_id, n - 1)
+                outcomes.append(error_result(req.request_id, "too_many_attempts"))
+            elif req.deadline is not None and req.deadline <= now:
+                outcomes.append(error_result(req.request_id, "expired", finish_reason="expired"))
+            else:
+                live.append(req)
+        if live:
+            live_ids = {r.request_id for r in live}
+            outcomes += await self._generate(live, [eid for eid, r in parsed if r.request_id in live_ids], attempt)
+        for res in outcomes:
+            res.worker = self.name
+            await self._retrying(lambda res=res: publish_result(self.r, res, attempt.get(res.request_id, self.name)),
+                                 "publish a result")
+        await self._retrying(lambda: self._ack(ids), "acknowledge")
+
+    async def _generate(self, live: list[GenerationRequest], entry_ids: list[bytes],
+                        attempt: dict[str, str]) -> list[GenerationResult]:
+        loop = asyncio.get_running_loop()
+        pending: dict[str, list[str]] = {}
+        index: dict[str, int] = {}
+        streamed = {r.request_id for r in live if r.stream}
+
+        def on_delta(request_id: str, delta: str) -> None:  # called from the engine thread
+            if request_id in streamed:
+                loop.call_soon_threadsafe(lambda: pending.setdefault(request_id, []).append(delta))
+
+        async def flush() -> None:
+            if not pending:
+                return
+            batch = {rid: "".join(parts) for rid, parts in pending.items()}
+            pending.clear()
+            async with self.r.pipeline(transaction=False) as p:
+                for rid, text in batch.items():
+                    i = index.get(rid, 0)
+                    index[rid] = i + 1
+                    p.xadd(keys.outbox(rid), chunk_fields(StreamChunk(request_id=rid, index=i, delta=text),
+                                                          attempt[rid]))
+                    p.expire(keys.outbox(rid), RESULT_TTL_S)
+                await p.execute()
+
+        finished = asyncio.Event()
+
+        async def side_jobs() -> None:  # stream chunks; keep our entries' idle time low so nobody takes them
+            next_touch = 0.0
+            while not finished.is_set():
+                try:  # stopped by the event, not by cancel(): a cancelled Redis call can lose its connection
+                    await asyncio.wait_for(finished.wait(), self.cfg.chunk_flush_ms / 1000)
+                except TimeoutError:
+                    pass
+                try:
+                    await flush()
+                    if not finished.is_set() and time.monotonic() >= next_touch:
+                        next_touch = time.monotonic() + self.cfg.claim_idle_ms / 3000
+                        await self.r.xclaim(keys.REQUESTS_STREAM, keys.WORKER_GROUP, self.name, 0, entry_ids,
+                                            justid=True)
+                except Exception as e:  # streaming is best effort; the result is what counts
+                    log.debug("chunk publish failed: %s", e)
+
+        jobs = asyncio.create_task(side_jobs())
+        t0 = time.time()
+        try:
+            results = await asyncio.to_thread(run_batch, self.engine, live, on_delta, self.guard)
+        except Exception as e:  # a batch that breaks the engine: error results, the worker goes on
+            log.exception("batch of %d failed", len(live))
+            results = [error_result(r.request_id, type(e).__name__) for r in live]
+        finally:
+            await asyncio.sleep(0)  # let the engine thread's last call_soon_threadsafe deltas land
+            finished.set()
+            await jobs  # its last round flushes the remaining chunks
+        created = {r.request_id: r.created_at for r in live}
+        self.stats.batches += 1
+        self.stats.requests += len(live)
+        self.stats.generation_s += time.time() - t0
+        for res in results:
+            res.queue_seconds = max(0.0, t0 - created.get(res.request_id, t0))
+            self.stats.tokens += res.completion_tokens
+            self.stats.errors += 0 if res.ok else 1
+        return results
+
+    async def _ack(self, ids: list[bytes]) -> None:
+        async with self.r.pipeline(transaction=True) as p:
+            p.xack(keys.REQUESTS_STREAM, keys.WORKER_GROUP, *ids)
+            p.xdel(keys.REQUESTS_STREAM, *ids)
+            await p.execute()
+
+    async def _retrying(self, call, what: str, give_up_s: float = 120.0) -> None:
+        """Results must get out: retry through a Redis restart (unpublished entries stay pending otherwise)."""
+        end, pause = time.monotonic() + give_up_s, 0.1
+        while True:
+            try:
+                await call()
+                return
+            except Exception as e:
+                if time.monotonic() > end:
+                    log.error("could not %s for %.0fs: %s (left pending for another worker)", what, give_up_s, e)
+                    return
+                log.warning("could not %s (%s); retrying", what, type(e).__name__)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+    # --- between batches -----------------------------------------------------------------------------------------
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if self._next_heartbeat <= now:
+            self._next_heartbeat = now + self.cfg.heartbeat_s
+            await self.heartbeat()
+        await self._maybe_reload()
+
+    async def heartbeat(self) -> dict:
+        async with self.r.pipeline(transaction=False) as p:
+            p.xlen(keys.REQUESTS_STREAM)
+            p.xpending(keys.REQUESTS_STREAM, keys.WORKER_GROUP)
+            depth, pending = await p.execute(raise_on_error=False)
+        st = self.stats
+        status = {"name": self.name, "time": time.time(), "adapter": self.adapter, "batches": st.batches,
+                  "requests": st.requests, "errors": st.errors, "completion_tokens": st.tokens,
+                  "tokens_per_s": round(st.tokens / st.generation_s, 1) if st.generation_s else 0.0,
+                  "queue_depth": depth if isinstance(depth, int) else None,
+                  "pending": pending.get("pending") if isinstance(pending, dict) else None}
+        ttl = max(3, int(self.cfg.heartbeat_s * 3))
+        async with self.r.pipeline(transaction=False) as p:
+            p.set(keys.worker_heartbeat(self.name), json.dumps(status), ex=ttl)
+            p.sadd(keys.WORKERS, self.name)
+            await p.execute()
+        log.info("heartbeat: %d requests, %.1f tokens/s, queue depth %s, pending %s", st.requests,
+                 status["tokens_per_s"], status["queue_depth"], status["pending"])
+        return status
+
+    async def _maybe_reload(self) -> None:
+        wanted = await self._announced_adapter()
+        if wanted is None or _same_path(wanted, self.adapter) or wanted == self._failed_adapter:
+            return
+        if self.engine_factory is None:
+            log.warning("adapter %s announced but this worker has no engine factory; keeping %s", wanted,
+                        self.adapter)
+            self._failed_adapter = wanted
+            return
+        log.info("loading adapter %s", wanted)
+        t0 = time.perf_counter()
+        try:
+            engine = await asyncio.to_thread(self.engine_factory, wanted)
+        except Exception as e:  # a bad adapter must not take the service down: keep the old engine
+            log.error("loading adapter %s failed (%s: %s); keeping %s", wanted, type(e).__name__, e, self.adapter)
+            self._failed_adapter = wanted
+            return
+        old, self.engine, self.adapter, self._failed_adapter = self.engine, engine, wanted, None
+        del old
+        _free_accelerator_memory()
+        log.info("now serving adapter %s (loaded in %.1fs)", wanted, time.perf_counter() - t0)
+        await self.heartbeat()
+
+    async def _announced_adapter(self) -> str | None:
+        """The newest path from the reload channel, else ADAPTER_CURRENT (read at most every adapter_poll_s)."""
+        latest = None
+        try:
+            if self._pubsub is None:
+                self._pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+                await self._pubsub.subscribe(keys.ADAPTER_RELOAD_CHANNEL)
+            while (msg := await self._pubsub.get_message(timeout=0)) is not None:
+                if msg.get("type") == "message":
+                    latest = msg["data"].decode()
+                    self._failed_adapter = None  # announced again: try again
+        except Exception as e:
+            log.debug("reload channel unavailable: %s", e)
+            self._pubsub = None
+        if latest is not None:
+            return latest
+        now = time.monotonic()
+        if now < self._next_adapter_poll:
+            return None
+        self._next_adapter_poll = now + self.cfg.adapter_poll_s
+        current = await self.r.get(keys.ADAPTER_CURRENT)
+        return current.decode() if current else None
+
+
+def _parse(fields: dict) -> tuple[GenerationRequest | None, str | None]:
+    """(request, None), or (None, 'reason|request_id') when it can't be parsed, or (None, 'no_id')."""
+    raw = fields.get(STREAM_FIELD)
+    try:
+        return GenerationRequest.model_validate_json(raw), None
+    except Exception:
+        pass
+    try:
+        rid = json.loads(raw).get("request_id")
+        if isinstance(rid, str) and rid:
+            return None, f"bad|{rid}"
+    except Exception:
+        pass
+    return None, "no_id"
+
+
+def _is_nogroup(e: Exception) -> bool:
+    return "NOGROUP" in str(e)
+
+
+def _same_path(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return a == b
+    return a == b or os.path.realpath(a) == os.path.realpath(b)
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")  # only if the engine already imported it: model/worker.py stays torch-free
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
