@@ -97,9 +97,62 @@ def _not_yet(issue: str, what: str) -> None:
 
 
 @app.command()
-def worker() -> None:
-    """[not yet implemented: the Redis issue] Run the GPU inference worker on the Redis request stream."""
-    _not_yet("the 'Production path: Redis' issue", "worker")
+def worker(
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="most requests per batch [default: COUNSEL_WORKER_BATCH_SIZE or 8]")] = None,
+    batch_wait_ms: Annotated[Optional[int], typer.Option(
+        help="after the first request, wait this long for more to fill the batch "
+             "[default: COUNSEL_WORKER_BATCH_WAIT_MS or 20]")] = None,
+    claim_idle_s: Annotated[float, typer.Option(
+        help="take over requests left pending this long by a dead worker")] = 60.0,
+    heartbeat_s: Annotated[float, typer.Option(help="how often the heartbeat key (and log line) is written")] = 5.0,
+    name: Annotated[Optional[str], typer.Option(help="consumer name in the group [default: host-pid]")] = None,
+) -> None:
+    """Run the inference worker on the Redis request stream (needs COUNSEL_REDIS_URL).
+
+    Loads the model once (COUNSEL_BASE_MODEL, COUNSEL_ADAPTER, ...), then reads
+    batches of requests from the stream, generates, guards and publishes replies.
+    Several workers (GPUs, hosts) on one Redis share the consumer group; requests
+    of a worker that dies are taken over after --claim-idle-s. An adapter path
+    published on the reload channel (by retrain) is loaded between batches.
+    SIGTERM or Ctrl-C finishes the batch in hand, then exits.
+    """
+    import signal
+
+    from bot.runtime import load_engine
+    from bot.safety import Guard
+    from model.loading import ModelNotFound
+    from model.redis_io import connect
+    from model.worker import InferenceWorker, WorkerConfig
+
+    s = _settings(worker_batch_size=batch_size, worker_batch_wait_ms=batch_wait_ms)
+    _start(s)
+    if not s.redis_url:
+        typer.echo("error: `counsel-bot worker` needs COUNSEL_REDIS_URL (the Redis its bots submit to).", err=True)
+        raise typer.Exit(2)
+    try:
+        engine = load_engine(s)
+    except ModelNotFound as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+
+    def engine_for(adapter: str | None):  # adapter rollout: the same model settings with another adapter
+        return load_engine(s.model_copy(update={"adapter": adapter or "none"}))
+
+    cfg = WorkerConfig(batch_size=s.worker_batch_size, batch_wait_ms=s.worker_batch_wait_ms,
+                       claim_idle_ms=int(claim_idle_s * 1000), heartbeat_s=heartbeat_s)
+    if name:
+        cfg.name = name
+
+    async def main() -> None:
+        w = InferenceWorker(connect(s.redis_url, s.redis_timeout_s), engine, Guard(s.region), cfg, engine_for,
+                            adapter=getattr(getattr(engine, "loaded", None), "adapter", None))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, w.stop)
+        await w.run()
+
+    asyncio.run(main())
 
 
 @app.command()
