@@ -54,3 +54,14 @@ def fallback(region: str) -> str:
 
 def rate_limited(region: str) -> str:
     return RATE_LIMITED + resources_text(region)
+
+
+CHECK_IN = (
+    "Thanks for telling me, and I'm sorry if I got it wrong. I'd still like to check in, because what you said "
+    "earlier worried me: how are you feeling right now, and are you safe? There's no wrong answer, and you don't "
+    "have to explain. If anything changes, or it gets heavy again, people are there any time:\n"
+)
+
+
+def check_in(region: str) -> str:
+    return CHECK_IN + resources_text(region)

@@ -1,0 +1,184 @@
+"""The crisis screen's rule tables: readable regular expressions over normalized text (see screen.normalize).
+
+Every rule speaks of the writer (or someone with them right now): bare topic words ("suicide", "self-harm",
+"overdose") never match on their own, so news, research, teaching and third-person questions pass. Rules are
+named `category:name`; the name is what the screen reports (never the message text).
+"""
+
+from __future__ import annotations
+
+import re
+
+# --- shared pieces -----------------------------------------------------------------------------------------
+_PERSON_NOUNS = (r"dad|father|mom|mum|mother|stepfather|stepdad|stepmom|stepmother|husband|wife|partner|boyfriend|"
+                 r"girlfriend|ex|uncle|aunt|brother|sister|grandpa|grandfather|grandma|cousin|coach|teacher|boss|"
+                 r"parents?|family|guardian|roommate|neighbou?r|coworkers?|classmates?|kids?|son|daughter|baby|"
+                 r"friend|manager|landlord|pastor|priest|babysitter")
+_TARGET = (rf"(him|her|them|someone|somebody|people|everyone|everybody|my (?:\w+ ){{0,2}}(?:{_PERSON_NOUNS})|"
+           r"the (?:people|kids|students|teachers?|guy|bitch|bastard)|that (?:guy|bitch|bastard|man|woman))\b")
+_AGENT = (rf"\b(he|she|they|someone|somebody|a (?:man|guy|woman|stranger)|my (?:\w+ ){{0,2}}(?:{_PERSON_NOUNS}))")
+_VIOLENT = r"(kill|killing|murder|murdering|stab|stabbing|shoot|shooting|strangle|strangling|hurt|hurting|" \
+           r"beat|beating|poison|poisoning|attack|attacking|harm|harming)"
+_ABUSE_VERB = (r"(hits?|hitting|beats?|beating|chok(?:es|ed|ing)|punch(?:es|ed)|kick(?:s|ed)|slap(?:s|ped)|"
+               r"strangl(?:es|ed)|rap(?:es|ed)|molest(?:s|ed)|touch(?:es|ed)|hurts|hurt|abus(?:es|ed)|burn(?:s|ed)|"
+               r"lock(?:s|ed)|threw|throws|grabb(?:ed|s)|forc(?:es|ed)|shov(?:es|ed)|attack(?:s|ed)|starv(?:es|ed)|whips?|whipped|belts?)")
+_HEIGHT = r"(bridge|roof|rooftop|building|garage|cliff|balcony|ledge|tower|overpass|window|train tracks|platform)"
+_PILLS = (r"(pills|tablets|meds|medication|medicine|tylenol|paracetamol|acetaminophen|ibuprofen|sleeping pills|"
+          r"xanax|painkillers|capsules|insulin|antidepressants)")
+
+RULES: dict[str, list[tuple[str, str]]] = {
+    "medical_emergency": [
+        ("took_many_pills", rf"\b(took|taken|swallowed|ate|downed|have taken|i've taken) (?:\w+ ){{0,3}}(\d+|a lot of|too "
+                            rf"many|all (?:of )?(?:my|the|his|her)|an? (?:whole )?(?:bottle|pack|box|handful|strip) of|a "
+                            rf"bunch of|loads of|lots of|half a bottle of)\b.{{0,30}}\b{_PILLS}"),
+        ("overdosed", r"\b(i|i've|i have|i just|i think i|he|she|they|my \w+) (just |may have |might have )?"
+                      r"(overdosed|took an overdose|am overdosing|is overdosing)\b|\bi'm overdosing\b"),
+        ("not_breathing", r"\b(isn't|is not|not|stopped|wasn't|aren't) breathing\b|\b(won't|will not|doesn't|isn't|"
+                          r"can't get (?:him|her|them) to) (wake up|waking up|respond(?:ing)?)\b|\bunresponsive\b|"
+                          r"\bunconscious\b"),
+        ("cant_breathe", r"\b(can't|cannot) breathe\b|\b(throat|tongue) is (closing|swelling)\b|\banaphyla\w+"),
+        ("chest_pain", r"\b(crushing|severe|terrible|really bad) chest pain\b|\bchest pain\b.{0,40}\b(arm|jaw|numb|"
+                       r"sweat\w*|can't breathe)\b"),
+        ("bleeding", r"\b(won't|will not|can't|cannot|doesn't) stop (the )?bleeding\b|\bbleeding (a lot|heavily|badly|"
+                     r"everywhere|won't stop)\b|\bcut (way |too )+deep\b|\blost (a lot of|so much|too much) blood\b"),
+        ("poison", r"\b(drank|drunk|swallowed|ate|drink) (some |a bottle of |a cup of |the )?(bleach|antifreeze|poison|"
+                   r"drain cleaner|rat poison|detergent|pesticide|weed killer)\b"),
+        ("stroke_seizure", r"\b(i'm having|is having|i think i'm having|just had) a (seizure|stroke|heart attack)\b"),
+        ("lang_es", rf"\b(tome|me tome|se tomo) (muchas|demasiadas|todas las|un frasco de) (pastillas|pildoras)\b|"
+                    r"\b(tome|tuve) una sobredosis\b"),
+        ("lang_fr", r"\bj'ai (pris|avale) trop de (medicaments|cachets|pilules|comprimes)\b|\bj'ai fait une (overdose|"
+                    r"surdose)\b"),
+        ("lang_de", r"\bzu viele (tabletten|pillen|medikamente) (genommen|geschluckt)\b|\buberdosis genommen\b"),
+        ("lang_pt", r"\btomei (muitos|muitas|todos os|todas as) (comprimidos|remedios|pilulas)\b"),
+        ("lang_it", r"\bho preso troppe (pillole|pastiglie|compresse)\b"),
+    ],
+    "suicide": [
+        ("kill_myself", r"\b(kill|killing|end|ending|take|taking|off|offing|unalive|unaliving) (myself|my ?self|my own "
+                        r"life|my life)\b(?! back)"),
+        ("want_to_die", r"\b(want|wanted|wanting|going|plan|planning|ready|need|deserve|trying|try|about) to (die|kill "
+                        r"myself|end it(?: all)?|end my life|not exist|be dead|unalive|disappear forever|stop existing)\b"),
+        ("rather_dead", r"\b(i'd|i would|i'll|i) rather (be dead|die|not (?:be alive|exist|wake up))\b(?! than (?:sing|go|do|eat|"
+                        r"watch|listen|work|talk|be seen))|\b(hang|hanging|hanged|drown|drowning|shoot|shooting|poison|"
+                        r"poisoning|overdose|overdosing|suffocate) myself\b|\b(search\w*|googl\w*|look\w* up|research\w*) "
+                        r"(for )?(ways|how|methods) to (die|kill myself|end it|end my life)\b"),
+        ("wish_dead", r"\bwish (i was|i were|i'd|i could) (dead|never born|die|disappear forever|not wake up)\b"),
+        ("dont_want_to_live", r"\b(don't|do not|no longer|not) (really )?want to (live|be alive|be here anymore|exist|"
+                              r"wake up|go on|keep living|keep going)\b"),
+        ("no_point", r"\b(no|don't see (?:the|any)|there's no|what's the) (reason|point) (to|in|of) (live|living|go on|"
+                     r"going on|being alive|be alive|staying alive|keep going|carry on)\b"),
+        ("better_off", r"\bbetter off (dead|without me|if i (?:was|were|wasn't|weren't)(?: dead| gone| here)?)\b|"
+                       r"\b(better|easier|happier) (place |for everyone |for them |for my family )?(without me|if i "
+                       r"(?:just )?(?:was|were|wasn't|weren't|disappeared|died|was gone|were gone))\b|\bdisappear(ed)? "
+                       r"(for good|forever|permanently)\b"),
+        ("end_it", r"\b(end|ending|finish) (it|it all|everything|things) (all )?(tonight|today|now|soon|for good)\b|"
+                   r"\bend(ing)? it all\b|\bwant (it all|everything|my life|life) to (end|be over|stop)\b"),
+        ("suicidal", r"\b(i'm|i am|i feel|feeling|i've been|i get|i got|i become|makes me|i was)( \w+){0,2} suicidal\b|"
+                     r"\b(i|i'm|i've|my|having|have|had)\b[^.?!]{0,30}\bsuicidal (thoughts|ideation|urges|feelings)\b|"
+                     r"\bsuicidal (thoughts|ideation|urges|feelings) (again|tonight|right now|today)\b|"
+                     r"\b(i|i'm|i've|i'll|me|my)\b.{0,25}\b(commit|committing|attempt|attempting|plan|planning|planned) (suicide|my "
+                     r"suicide)\b|\b(planning|planned|plan|plans for) my (suicide|death)\b|"
+                     r"\b(i|i'm|i keep|keep) (think|thinking|thought) (about|of) (suicide|killing myself|dying|ending it)\b"),
+        ("means_pills", rf"\b(sav(?:ed|ing) up|stockpil\w*|hoard\w*|collect(?:ed|ing)|sav(?:ed|ing)) (my |all my |"
+                        rf"enough |up enough )?{_PILLS}|\bhow many\b.{{0,40}}\b{_PILLS}\b.{{0,40}}\b(die|kill|lethal|"
+                        r"not wake up|never wake up|overdose|fatal|end it)\b|\blethal dose\b"),
+        ("means_other", r"\b(bought|got|have|tied|made) (a |the )?(rope|noose)\b|\b(gun|pistol|rifle) (is )?loaded\b|"
+                        r"\bloaded (gun|pistol)\b|\b(easiest|painless|painlessly|quickest|fastest|best|surest) (way|ways|"
+                        r"method|methods) to (die|end (?:it|my life|things)|kill myself|go)\b"),
+        ("height", rf"\b(i'm|i am) (standing |sitting )?(on|at) the (edge of the |top of the )?{_HEIGHT}\b|"
+                   rf"\b{_HEIGHT}\b.{{0,60}}\b(jump|jumping)\b|\b(jump|jumping) (off|from)\b"),
+        ("vehicle", r"\b(drive|driving|crash|crashing|steer\w*) (my car |the car )?(into|off) (a |the )?(wall|tree|"
+                    r"traffic|oncoming|bridge|cliff|truck|river)\b|\bstep in front of (a |the )?(train|bus|car|truck)\b"),
+        ("farewell", r"\b(suicide|goodbye) (note|letter)s?\b|\bthis is my last (message|post|night)\b|\bgoodbye "
+                     r"(everyone|forever|world|all)\b|\bwon't be (around|here) (much longer|anymore|tomorrow)\b|"
+                     r"\bsaid (all )?my goodbyes\b|\b(wrote|written|writing|made) (my|a) (will|goodbye)\b.{0,40}"
+                     r"\bgoodbye|\bwon't need (anything|it|them|my \w+) (after|anymore|where i'm going)\b|\bno one would (even )?"
+                     r"(notice|care|miss me) if i (was|were|'m|am) (gone|dead)\b|\bgave (away )?(my|all my) (dog|cat|"
+                     r"pets?|things|stuff|belongings) (away|to)\b|\bgiving away (my|all my) (things|stuff|belongings)\b"),
+        ("burden", r"\b(i'm|i am) (just )?a burden\b.{0,60}\b(stop being|not be|won't be|for good|gone|anymore)\b"),
+        ("never_wake", r"\b(sleep|go to sleep|fall asleep|close my eyes) and (never|not) wake up\b"),
+        ("ready_tonight", r"\b(going to|finally going to|gonna|ready to|will) do it\b.{0,60}\b(everything|it all|all) "
+                          r"(is )?(ready|planned|set)\b|\b(tonight|today)\b.{0,40}\b(finally|i'm) (going to|ready to) do it\b"),
+        ("cant_go_on", r"\b(can't|cannot) (do this|go on|take (?:it|this)|keep going) any ?more\b.{0,60}\b(tonight|"
+                       r"goodbye|the night|for good|end it)\b|\btonight('s| is) the night\b.{0,40}\bcan't\b"),
+        ("afterlife", r"\b(to|into|join|see you in) the afterlife\b|\bdone with (life|living|existing|being alive)\b"),
+        ("off_building", rf"\b(yeet|throw|fling|launch)\w* myself (off|from|out)\b|\b(yeet|throw|fling|launch)\w* "
+                         rf"myself\b.{{0,30}}\b{_HEIGHT}\b"),
+        ("kys_self", r"\b(i should|i'll|i will|might as well|i'm going to|i want to|i'm about to|about to) (just )?kys\b|"
+                     r"\bkys\b.{0,80}\b(going to do it|i'll do it|will do it|might do it|do it tonight|i should)\b"),
+        ("lang_es", r"\bquiero morir(me)?\b|\b(me quiero|me voy a|voy a|quiero) (matar(?:me)?|suicidar(?:me)?)\b|"
+                    r"\b(matarme|suicidarme|quitarme la vida)\b|\bno quiero (seguir )?vivir\b"),
+        ("lang_fr", r"\b(je veux|j'ai envie de|envie de) (mourir|me suicider|me tuer|en finir)\b|\bme suicider\b|"
+                    r"\bje vais me tuer\b|\bje (ne )?veux plus vivre\b"),
+        ("lang_de", r"\bich will sterben\b|\b(mich|mir) (umbringen|toten|das leben nehmen)\b|\b(will|mochte|kann) nicht mehr leben\b|"
+                    r"\bselbstmord (begehen|machen)\b"),
+        ("lang_pt", r"\bquero morrer\b|\b(quero|vou|penso em|vontade de) (me matar|me suicidar)\b|"
+                    r"\bnao quero mais viver\b"),
+        ("lang_it", r"\bvoglio morire\b|\b(uccidermi|ammazzarmi|suicidarmi|togliermi la vita)\b|"
+                    r"\bnon voglio piu vivere\b|\bfarla finita\b"),
+    ],
+    "harm_to_others": [
+        ("intent", rf"\b(going to|i will|i'll|want to|wanna|i swear i'll|about to|thinking (?:about|of)|planning "
+                   rf"(?:to|how to|on)|i could|i'm gonna|thoughts (?:about|of)|urges? to|fantasi\w+ about) "
+                   rf"(?:\w+ ){{0,2}}{_VIOLENT} (up )?{_TARGET}"),
+        ("shoot_anyone", rf"\b(i'll|i will|going to|i'm going to) (shoot|stab|kill|hurt) (anyone|anybody|whoever)\b|"
+                         rf"\b(knife|gun|bat|weapon)\b.{{0,40}}\b(use it on|going to use it|gonna use it) (him|her|them|"
+                         rf"my \w+)\b"),
+        ("until_dead", r"\buntil (he|she|they) (stops?|stop) breathing\b|\buntil (he's|she's|they're) dead\b"),
+        ("weapon_to_place", r"\b(bring|bringing|take|taking|brought|carry|carrying) (a |my |my \w+'s |his |the )?(\w+ )?"
+                            r"(gun|guns|knife|rifle|weapon|bomb)s? to (school|work|class|the office|church|campus)\b"),
+        ("shoot_up", r"\bshoot(ing)? up (my |the |a |our )?(school|office|work|class|mall|church|place|campus)\b"),
+        ("make_pay", r"\bmake (them|him|her|everyone) (all )?pay\b.{0,80}\b(hurt|kill|plan|gun|knife)\w*"),
+        ("lang_es", r"\bvoy a (matarlo|matarla|matarlos|matarte|matar a)\b|\b(quiero|voy a) (matarlo|matarla)\b"),
+        ("lang_fr", r"\bje (vais|veux) (le|la|les|te) tuer\b"),
+        ("lang_de", r"\bich (bringe|werde) (ihn|sie|dich) (\w+ )?(um|umbringen|toten)\b"),
+        ("lang_pt", r"\bvou (mata-lo|mata-la|matar ele|matar ela)\b"),
+        ("lang_it", r"\b(lo|la) (ammazzo|uccido)\b|\bvoglio (ucciderlo|ucciderla|ammazzarlo)\b"),
+    ],
+    "abuse": [
+        ("hurts_me", rf"{_AGENT} (?!never |doesn't |don't |won't |didn't |wouldn't )(?:\w+ ){{0,2}}{_ABUSE_VERB} me\b(?! out)|{_AGENT} (?:\w+ ){{0,2}}push(?:es|ed) me "
+                     r"(down|into|against|off|over|to the (?:ground|floor))\b"),
+        ("threat", r"\bthreat\w* to (kill|hurt|beat|hit|burn) me\b|\b(afraid|scared|terrified|fear)\b.{0,40}\b(will|'ll|"
+                   r"is going to|going to|might|would) (kill|hurt|beat|hit) me\b"),
+        ("being_abused", r"\b(i'm|i am|i've been|been|i was|i got) (being )?(abused|raped|molested|sexually assaulted|"
+                         r"beaten up|trafficked|groomed)\b|\bi (get|got|keep getting) (beaten|hit|abused|raped|slapped|punched|"
+                         r"kicked)\b"),
+        ("secret", r"\b(says|said|tells|told|makes) me (i )?(not to|can't|cannot|mustn't|shouldn't|never) tell\b|"
+                   r"\bsays (i )?(can't|cannot|mustn't) tell (anyone|anybody|my (?:parents|mom|dad|mum))\b"),
+        ("control", r"\bwon't let me (leave|go out|see my|talk to|eat|sleep)\b|\b(took|takes|controls|smashed) my "
+                    r"(phone|money|passport|keys)\b.{0,40}\b(won't|can't|locked|let me)\b|\bwon't let me leave\b"),
+        ("lang_es", r"\bme (pega|golpea|maltrata|viola|violo|pegan)\b"),
+        ("lang_fr", r"\bme (frappe|bat|viole|maltraite|frappent)\b"),
+        ("lang_de", r"\b(schlagt|verprugelt|missbraucht|vergewaltigt) mich\b"),
+        ("lang_pt", r"\bme (bate|espanca|agride|estuprou|batem)\b"),
+        ("lang_it", r"\bmi (picchia|picchiano|violenta|maltratta|ha violentata)\b"),
+    ],
+    "self_harm": [
+        ("body", r"\b(cut|cutting|slit|slitting|slice|slicing|carv\w*|burn|burning|scratch|scratching) (into )?(my|"
+                 r"both) (wrists?|arms?|legs?|thighs?|skin|stomach|hips?)\b|\bcarv\w* into my\b|\bburn my (arms?|legs?|"
+                 r"skin|wrists?|thighs?) with\b"),
+        ("harm_myself", r"\b(cut|cutting|burn|burning|burned|burnt|hurt|hurting|harm|harming|hit|hitting|punch|punching|"
+                        r"scratch|scratching|starve|starving|bite|biting|bruise|bruising|mutilate|mutilating) myself\b"),
+        ("self_harm", r"\b(i|i've been|i'm|been|i still|i keep) (self[- ]?harm(ing)?|sh(ing)?)\b|\bself[- ]?harming (is|helps|"
+                      r"again|every)\b|\b(relapsed|relapse|"
+                      r"relapsing)\b.{0,30}\b(sh|self[- ]?harm|cutting)\b|\b(sh|self[- ]?harm|cutting) (urges?|again|"
+                      r"relapse)\b|\burges? to (cut|self[- ]?harm|sh|hurt myself|burn myself)\b"),
+        ("want_to_cut", r"\b(want|need|going|about) to (cut|self[- ]?harm|sh|hurt myself|burn myself|bleed)\b|"
+                        r"\b(feel|need|miss|want) the (blade|razor)\b"),
+        ("on_purpose", r"\b(punch|hit|cut|burn|scratch|starv|bang)\w*\b.{0,60}\b(on purpose|to feel "
+                       r"something|as (a )?punishment|because i deserve)"),
+        ("until_bleed", r"\b(scratch|scratching|cutting|picking|hitting|biting)\b.{0,30}\buntil (they|it|i|my \w+) "
+                        r"bleeds?\b"),
+        ("lang_es", r"\bme (corto|lastimo|hago dano)\b|\bme estoy (cortando|lastimando|haciendo dano)\b|\bautolesion\w*\b"),
+        ("lang_fr", r"\bje me (scarifie|coupe|mutile|fais du mal)\b|\bme scarifier\b"),
+        ("lang_de", r"\b(ich )?ritze mich\b|\bmich ritzen\b|\bich verletze mich\b"),
+        ("lang_pt", r"\b(eu )?me (corto|machuco|automutilo)\b|\bme cortar\b|\bautomutila\w*\b"),
+        ("lang_it", r"\bmi (taglio|faccio del male|ferisco)\b|\bautolesionis\w*\b"),
+    ],
+}
+
+# The order categories are tried in: an emergency in progress first.
+ORDER = ("medical_emergency", "suicide", "harm_to_others", "abuse", "self_harm")
+
+COMPILED: dict[str, list[tuple[str, re.Pattern]]] = {
+    cat: [(name, re.compile(p)) for name, p in RULES[cat]] for cat in ORDER
+}
