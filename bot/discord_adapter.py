@@ -79,9 +79,11 @@ def incoming_from(message: discord.Message, me: discord.abc.User) -> IncomingMes
 class ReplyDelivery:
     """Delivers one reply into a channel.
 
-    `partial(text)` streams the growing reply into ONE message, at most one send/edit per `interval_s`; `finish(reply)`
-    shows the final text (also when the output guard replaced what was streamed), split into ordered parts of at most
-    2,000 characters, with the first-contact notice as the first message. The first message replies to `reference`.
+    `partial(text)` streams the growing reply into one message, at most one update per `interval_s` (a reply that
+    grows past 2,000 characters continues in a next message); `finish(reply)` shows the final text (also when the
+    output guard replaced what was streamed) in ordered parts of at most 2,000 characters, split on paragraph or
+    sentence boundaries, with the first-contact notice as the first message. The first message replies to
+    `reference` (in a server channel).
     """
 
     def __init__(self, channel: discord.abc.Messageable, reference: discord.Message | None = None,
@@ -89,47 +91,45 @@ class ReplyDelivery:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         self.channel, self.reference = channel, reference
         self.interval_s, self.clock, self.sleep = interval_s, clock, sleep
-        self.message: discord.Message | None = None  # the streamed message
-        self._shown: str | None = None
-        self._last_push = float("-inf")
-        self._editor = ThrottledEditor(self._push, interval_s, clock)
+        self.messages: list[discord.Message] = []  # what this reply has put in the channel, in order
+        self._shown: list[str] = []
+        self._last_write = float("-inf")
+        self._editor = ThrottledEditor(self._stream, interval_s, clock)
 
     async def partial(self, text: str) -> None:
         try:
             await self._editor.update(text)
         except discord.HTTPException as e:  # the final text is delivered by finish(); generation goes on
-            log.warning("streaming edit failed (%s %s)", e.status, e.code)
+            log.warning("streaming update failed (%s %s)", e.status, e.code)
 
     async def finish(self, reply: Reply) -> list[discord.Message]:
         parts = ([reply.notice] if reply.notice else []) + split_message(reply.text, DISCORD_LIMIT)
-        sent: list[discord.Message] = []
-        if self.message is not None and parts:
-            first, parts = parts[0], parts[1:]
-            if first != self._shown:
-                await self._wait_interval()
-                self.message = await self.message.edit(content=first)
-            sent.append(self.message)
-        for part in parts:
-            sent.append(await self._send(part))
-        return sent
+        if any(i < len(self._shown) and self._shown[i] != p for i, p in enumerate(parts)):
+            left = self.interval_s - (self.clock() - self._last_write)
+            if left > 0:  # the final edit keeps the one-edit-per-second pace too
+                await self.sleep(left)
+        await self._show(parts)
+        for extra in self.messages[len(parts):]:  # streamed text the output guard replaced by a shorter reply
+            await extra.delete()
+        del self.messages[len(parts):], self._shown[len(parts):]
+        return list(self.messages)
 
-    async def _push(self, text: str) -> None:
-        if not text.strip():
-            return
-        shown = split_message(text, DISCORD_LIMIT)[0]  # later parts arrive with finish()
-        if shown == self._shown:
-            return
-        self._last_push = self.clock()
-        if self.message is None:
-            self.message = await self._send(shown)
-        else:
-            self.message = await self.message.edit(content=shown)
-        self._shown = shown
+    async def _stream(self, text: str) -> None:
+        if text.strip():
+            await self._show(split_message(text, DISCORD_LIMIT))
 
-    async def _wait_interval(self) -> None:
-        left = self.interval_s - (self.clock() - self._last_push)
-        if left > 0:
-            await self.sleep(left)
+    async def _show(self, parts: list[str]) -> None:
+        """Make the channel show `parts`: edit the messages that differ, send the ones that are new."""
+        for i, part in enumerate(parts):
+            if i < len(self.messages):
+                if self._shown[i] != part:
+                    self._last_write = self.clock()
+                    self.messages[i] = await self.messages[i].edit(content=part)
+                    self._shown[i] = part
+            else:
+                self._last_write = self.clock()
+                self.messages.append(await self._send(part))
+                self._shown.append(part)
 
     async def _send(self, text: str) -> discord.Message:
         reference, self.reference = self.reference, None
