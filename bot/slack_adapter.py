@@ -127,9 +127,12 @@ class SlackReply:
     async def finish(self, text: str) -> None:
         parts = split_message(text, SLACK_LIMIT) or [text]
         if self.ts is not None:
-            await self.editor.update(parts[0])
-            await self.editor.flush()
-            parts = parts[1:]
+            try:
+                await self.editor.update(parts[0])
+                await self.editor.flush()
+                parts = parts[1:]
+            except Exception as e:  # noqa: BLE001 - the placeholder can't be edited: post the reply instead
+                log.warning("could not update the placeholder: %s", _error(e))
         for part in parts:
             await self._post(part)
 
