@@ -130,11 +130,18 @@ def worker(
     if not s.redis_url:
         typer.echo("error: `counsel-bot worker` needs COUNSEL_REDIS_URL (the Redis its bots submit to).", err=True)
         raise typer.Exit(2)
+    import threading
+
+    from bot.ops import add_check
+
+    model_loaded = threading.Event()
+    add_check("model", model_loaded.is_set)  # /readyz says not ready until the model is loaded
     try:
         engine = load_engine(s)
     except ModelNotFound as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
+    model_loaded.set()
 
     def engine_for(adapter: str | None):  # adapter rollout: the same model settings with another adapter
         return load_engine(s.model_copy(update={"adapter": adapter or "none"}))
@@ -205,10 +212,10 @@ def slack() -> None:
         raise typer.Exit(130) from None
 
 
-@app.command()
-def train() -> None:
-    """[not yet implemented: the training issue] Train a LoRA/QLoRA adapter from a recipe."""
-    _not_yet("the training issue", "train")
+# Training subcommands live in training/cli.py (options and lazy heavy imports).
+from training import cli as _training_cli  # noqa: E402
+
+app.command(name="train")(_training_cli.train)
 
 
 @app.command(name="eval")
@@ -217,10 +224,7 @@ def evaluate() -> None:
     _not_yet("the evaluation issue", "eval")
 
 
-@app.command()
-def retrain() -> None:
-    """[not yet implemented: the training issue] Train, evaluate, gate and promote a new adapter."""
-    _not_yet("the training issue", "retrain")
+app.command(name="retrain")(_training_cli.retrain)
 
 
 if __name__ == "__main__":

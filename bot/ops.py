@@ -109,8 +109,12 @@ class _Handler(BaseHTTPRequestHandler):
 def redis_client(url: str, timeout_s: float = 2.0):
     """A synchronous client for the ops thread (its own connection pool; reconnects by itself)."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    # No retries: a probe answers within timeout_s, and the next probe tries again.
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                retry=Retry(NoBackoff(), 0))
 
 
 def redis_check(client) -> Check:
