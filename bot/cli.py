@@ -212,10 +212,10 @@ def slack() -> None:
         raise typer.Exit(130) from None
 
 
-# Training subcommands live in training/cli.py (options and lazy heavy imports).
-from training import cli as _training_cli  # noqa: E402
-
-app.command(name="train")(_training_cli.train)
+@app.command()
+def train() -> None:
+    """[not yet implemented: the training issue] Train a LoRA/QLoRA adapter from a recipe."""
+    _not_yet("the training issue", "train")
 
 
 @app.command(name="eval")
@@ -224,7 +224,10 @@ def evaluate() -> None:
     _not_yet("the evaluation issue", "eval")
 
 
-app.command(name="retrain")(_training_cli.retrain)
+@app.command()
+def retrain() -> None:
+    """[not yet implemented: the training issue] Train, evaluate, gate and promote a new adapter."""
+    _not_yet("the training issue", "retrain")
 
 
 if __name__ == "__main__":
