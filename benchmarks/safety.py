@@ -1,8 +1,8 @@
-"""Crisis-screen benchmark on the labelled set: recall on crises, false-positive rate on non-crises, per-category
-recall and milliseconds per message, for the dev split (used while writing the rules) and the held-out test split.
+"""Crisis-screen benchmark on the labelled sets: recall on crises, false-positive rate on non-crises, per-category
+recall and milliseconds per message, for the rules alone and for rules + the embedding layer.
 
-    make bench-safety            # rules (+ the embedding layer when it is enabled, see bot/safety/screen.py)
-    python benchmarks/safety.py --misses   # also list what was missed / wrongly flagged (texts from the set)
+    make bench-safety                          # both tables
+    python benchmarks/safety.py --misses       # also list what the dev split missed / wrongly flagged
 """
 
 from __future__ import annotations
@@ -15,17 +15,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.safety.screen import CATEGORIES, screen  # noqa: E402
+from bot.safety.screen import CATEGORIES, screen_rules  # noqa: E402
 
 SET = Path(__file__).with_name("safety_set.jsonl")
-FRESH = Path(__file__).with_name("safety_fresh.jsonl")  # written after the rules were frozen; never tuned on
+FRESH = Path(__file__).with_name("safety_fresh.jsonl")  # written after the first rules (then tuned on)
+FRESH2 = Path(__file__).with_name("safety_fresh2.jsonl")  # written after the second round (then tuned on)
+FRESH3 = Path(__file__).with_name("safety_fresh3.jsonl")  # written after the third round; measured once
 
 
 def load(path: Path = SET) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def evaluate(rows: list[dict], fn=screen) -> dict:
+def evaluate(rows: list[dict], fn=screen_rules) -> dict:
     """Recall, FPR, per-category recall (crisis caught, any category) and category accuracy, ms/message."""
     fn("warm-up")  # loads anything lazy before timing
     t0 = time.perf_counter()
@@ -69,24 +71,54 @@ def table(results: dict[str, dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--misses", action="store_true", help="list missed crises and false positives (dev split)")
-    ap.add_argument("--test-misses", action="store_true", help="also list them for the held-out test split")
+    ap.add_argument("--test-misses", action="store_true", help="also list them for the other columns")
+    ap.add_argument("--rules-only", action="store_true", help="skip the embedding layer")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the embedding layer")
     args = ap.parse_args()
     rows = load()
-    fresh = load(FRESH)
-    results = {}
-    for split in ("dev", "test"):
-        results[split] = evaluate([r for r in rows if r["split"] == split])
-    results["fresh"] = evaluate(fresh)
-    results["all"] = evaluate(rows + fresh)
-    print(f"Crisis screen on {SET.name} ({len(rows)} messages; 'test' = 30% held out from rule tuning) and "
-          f"{FRESH.name} ({len(fresh)} messages written after the rules were frozen).")
+    columns = {"dev": [r for r in rows if r["split"] == "dev"], "test": [r for r in rows if r["split"] == "test"],
+               "fresh": load(FRESH), "fresh2": load(FRESH2), "fresh3": load(FRESH3)}
+    every = [r for col in columns.values() for r in col]
+    print("Crisis screen. Columns: safety_set dev / test (test = 30% held out from the first rules); fresh, fresh2 "
+          "(each written after a round of rules, measured, then tuned on); fresh3 (written after the last round and "
+          "the example bank, not tuned on: the honest column).")
+    results = {name: evaluate(col, screen_rules) for name, col in columns.items()}
+    results["all"] = evaluate(every, screen_rules)
+    print("\nRules only (bot.safety.rules):")
     print(table(results))
-    if args.misses or args.test_misses:
-        for split in ("dev", "test", "fresh") if args.test_misses else ("dev",):
-            for text in results[split]["missed"]:
-                print(f"MISSED  [{split}] {text}")
-            for text, rule in results[split]["false_pos"]:
-                print(f"FALSE+  [{split}] {text}  ({rule})")
+    _misses(args, results)
+    if args.rules_only:
+        return
+    import torch
+
+    from bot.safety import embed
+
+    torch.set_num_threads(args.threads)
+    results = {}
+    for name, col in columns.items():
+        own = {r["text"] for r in col}
+        bank = [r for r in embed.load_examples() if r["text"] not in own]  # never a column's own neighbours
+        layer = embed.EmbeddingScreen(bank)
+        results[name] = evaluate(col, lambda t, layer=layer: _two_layers(t, layer))
+    print(f"\nRules + embedding layer (all-MiniLM-L6-v2, threshold {embed.THRESHOLD}, margin {embed.MARGIN}, "
+          f"{args.threads} torch thread(s); the example bank for each column excludes that column's messages):")
+    print(table(results))
+    _misses(args, results)
+
+
+def _two_layers(text: str, layer):
+    found = screen_rules(text)
+    return found if found.crisis else layer(text)
+
+
+def _misses(args, results: dict) -> None:
+    if not (args.misses or args.test_misses):
+        return
+    for split in [c for c in results if c != "all"] if args.test_misses else ["dev"]:
+        for text in results[split]["missed"]:
+            print(f"MISSED  [{split}] {text}")
+        for text, rule in results[split]["false_pos"]:
+            print(f"FALSE+  [{split}] {text}  ({rule})")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ RULES: dict[str, list[tuple[str, str]]] = {
         ("took_many_pills", rf"\b(took|taken|swallowed|ate|downed|have taken|i've taken) (?:\w+ ){{0,3}}(\d+|a lot of|too "
                             rf"many|all (?:of )?(?:my|the|his|her)|an? (?:whole )?(?:bottle|pack|box|handful|strip) of|a "
                             rf"bunch of|loads of|lots of|half a bottle of)\b.{{0,30}}\b{_PILLS}"),
+        ("turning_blue", r"\b(turning|turned|going|lips are) (blue|grey|gray)\b|\btook too much\b.{0,40}\b(blue|breath\w*|"
+                         r"wake|respond\w*|passed out|unconscious)\b"),
         ("overdosed", r"\b(i|i've|i have|i just|i think i|he|she|they|my \w+) (just |may have |might have )?"
                       r"(overdosed|took an overdose|am overdosing|is overdosing)\b|\bi'm overdosing\b"),
         ("not_breathing", r"\b(isn't|is not|not|stopped|wasn't|aren't) breathing\b|\b(won't|will not|doesn't|isn't|"
@@ -78,6 +80,14 @@ RULES: dict[str, list[tuple[str, str]]] = {
                      r"\b(i|i'm|i've|i'll|me|my)\b.{0,25}\b(commit|committing|attempt|attempting|plan|planning|planned) (suicide|my "
                      r"suicide)\b|\b(planning|planned|plan|plans for) my (suicide|death)\b|"
                      r"\b(i|i'm|i keep|keep) (think|thinking|thought) (about|of) (suicide|killing myself|dying|ending it)\b"),
+        ("thinking_of_it", r"\b(can't stop|keep|always|constantly|been|i'm|i am) (thinking|dreaming|fantasi\w*) (about|of) "
+                           r"(suicide|killing myself|ending it|ending my life|dying|my death|not being here)\b|"
+                           r"\b(not going to|won't) (be alive|be here|make it) (next|by|through|tomorrow|much)\b|"
+                           r"\bmake it through (the|this|tonight) ?(night)?\b.{0,20}$|\bdon't think i'll make it\b|"
+                           r"\b(life|living|my life) (isn't|is not|ain't|no longer) worth (living|it)\b|\b(nobody|no one) "
+                           r"(will|would|is going to) (miss|care about|notice) me\b|\b(in front of|under) (a|the) (train|bus|"
+                           r"truck|car)\b|\boverdos\w* on\b|\bi'm ending it\b|\bstop breathing\b.{0,5}$|\bwant(s)? to (just )?"
+                           r"stop breathing\b|\btrain tracks\b"),
         ("means_pills", rf"\b(sav(?:ed|ing) up|stockpil\w*|hoard\w*|collect(?:ed|ing)|sav(?:ed|ing)) (my |all my |"
                         rf"enough |up enough )?{_PILLS}|\bhow many\b.{{0,40}}\b{_PILLS}\b.{{0,40}}\b(die|kill|lethal|"
                         r"not wake up|never wake up|overdose|fatal|end it)\b|\blethal dose\b"),
@@ -108,9 +118,10 @@ RULES: dict[str, list[tuple[str, str]]] = {
         ("lang_es", r"\bquiero morir(me)?\b|\b(me quiero|me voy a|voy a|quiero) (matar(?:me)?|suicidar(?:me)?)\b|"
                     r"\b(matarme|suicidarme|quitarme la vida)\b|\bno quiero (seguir )?vivir\b"),
         ("lang_fr", r"\b(je veux|j'ai envie de|envie de) (mourir|me suicider|me tuer|en finir)\b|\bme suicider\b|"
+                    r"\bje pense (au suicide|a me suicider|a mourir|a me tuer)\b|"
                     r"\bje vais me tuer\b|\bje (ne )?veux plus vivre\b"),
         ("lang_de", r"\bich will sterben\b|\b(mich|mir) (umbringen|toten|das leben nehmen)\b|\b(will|mochte|kann) nicht mehr leben\b|"
-                    r"\bselbstmord (begehen|machen)\b"),
+                    r"\bselbstmord (begehen|machen)\b|\bdenke (daran|dran),? mich umzubringen\b|\bmich umzubringen\b"),
         ("lang_pt", r"\bquero morrer\b|\b(quero|vou|penso em|vontade de) (me matar|me suicidar)\b|"
                     r"\bnao quero mais viver\b"),
         ("lang_it", r"\bvoglio morire\b|\b(uccidermi|ammazzarmi|suicidarmi|togliermi la vita)\b|"
@@ -137,7 +148,8 @@ RULES: dict[str, list[tuple[str, str]]] = {
     "abuse": [
         ("hurts_me", rf"{_AGENT} (?!never |doesn't |don't |won't |didn't |wouldn't )(?:\w+ ){{0,2}}{_ABUSE_VERB} me\b(?! out)|{_AGENT} (?:\w+ ){{0,2}}push(?:es|ed) me "
                      r"(down|into|against|off|over|to the (?:ground|floor))\b"),
-        ("threat", r"\bthreat\w* to (kill|hurt|beat|hit|burn) me\b|\b(afraid|scared|terrified|fear)\b.{0,40}\b(will|'ll|"
+        ("threat", r"\bthreat\w* to (kill|hurt|beat|hit|burn) me\b|\b(says|said|told me|swears|swore) (he|she|they)('ll| will|"
+                   r" would|'d| is going to| are going to) (kill|hurt|beat|hit|burn) me\b|\b(afraid|scared|terrified|fear)\b.{0,40}\b(will|'ll|"
                    r"is going to|going to|might|would) (kill|hurt|beat|hit) me\b"),
         ("being_abused", r"\b(i'm|i am|i've been|been|i was|i got) (being )?(abused|raped|molested|sexually assaulted|"
                          r"beaten up|trafficked|groomed)\b|\bi (get|got|keep getting) (beaten|hit|abused|raped|slapped|punched|"
@@ -156,8 +168,11 @@ RULES: dict[str, list[tuple[str, str]]] = {
         ("body", r"\b(cut|cutting|slit|slitting|slice|slicing|carv\w*|burn|burning|scratch|scratching) (into )?(my|"
                  r"both) (wrists?|arms?|legs?|thighs?|skin|stomach|hips?)\b|\bcarv\w* into my\b|\bburn my (arms?|legs?|"
                  r"skin|wrists?|thighs?) with\b"),
-        ("harm_myself", r"\b(cut|cutting|burn|burning|burned|burnt|hurt|hurting|harm|harming|hit|hitting|punch|punching|"
-                        r"scratch|scratching|starve|starving|bite|biting|bruise|bruising|mutilate|mutilating) myself\b"),
+        ("harm_myself", r"\b(cut|cutting|burn|burning|burned|burnt|hurt|hurting|harm|harming|harmed|hit|hitting|punch|"
+                        r"punching|punched|scratch|scratching|scratched|starve|starving|starved|bite|biting|bit|bruise|"
+                        r"bruising|bruised|mutilate|mutilating|mutilated|slice|sliced|slicing|punish|punishing|punished)"
+                        r" myself\b(?! (?:for|with) (?:not|being|eating|skipping|missing|procrastinat\w*|the|my "
+                        r"(?:mistakes?|grades?|choices?)))"),
         ("self_harm", r"\b(i|i've been|i'm|been|i still|i keep) (self[- ]?harm(ing)?|sh(ing)?)\b|\bself[- ]?harming (is|helps|"
                       r"again|every)\b|\b(relapsed|relapse|"
                       r"relapsing)\b.{0,30}\b(sh|self[- ]?harm|cutting)\b|\b(sh|self[- ]?harm|cutting) (urges?|again|"
@@ -166,7 +181,7 @@ RULES: dict[str, list[tuple[str, str]]] = {
                         r"\b(feel|need|miss|want) the (blade|razor)\b"),
         ("on_purpose", r"\b(punch|hit|cut|burn|scratch|starv|bang)\w*\b.{0,60}\b(on purpose|to feel "
                        r"something|as (a )?punishment|because i deserve)"),
-        ("until_bleed", r"\b(scratch|scratching|cutting|picking|hitting|biting)\b.{0,30}\buntil (they|it|i|my \w+) "
+        ("until_bleed", r"\b(scratch|scratching|cutting|picking|hitting|biting|bang|banging|punch|punching)\b.{0,30}\buntil (they|it|i|my \w+) "
                         r"bleeds?\b"),
         ("lang_es", r"\bme (corto|lastimo|hago dano)\b|\bme estoy (cortando|lastimando|haciendo dano)\b|\bautolesion\w*\b"),
         ("lang_fr", r"\bje me (scarifie|coupe|mutile|fais du mal)\b|\bme scarifier\b"),

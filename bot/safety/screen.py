@@ -50,7 +50,7 @@ _WORDS = {
     "unaliving": "unalive", "unalived": "unalive", "od'd": "overdosed", "oded": "overdosed", "od'ed": "overdosed",
     "overdoesd": "overdosed", "overdozed": "overdosed", "pils": "pills", "selfharm": "self harm",
     "suicidel": "suicidal", "sucidel": "suicidal", "bout": "about", "abt": "about", "tho": "though",
-    "kys": "kys", "myself": "myself", "wrists": "wrists",
+    "2 die": "to die", "2 live": "to live", "2 kill": "to kill", "2 be": "to be",
 }
 _WORD_RE = re.compile(r"(?<![\w'])(" + "|".join(re.escape(w) for w in sorted(_WORDS, key=len, reverse=True))
                       + r")(?![\w'])")
@@ -91,7 +91,7 @@ _NOT_CRISIS = [re.compile(p) for p in (
     r"(process(es)?|task|tasks|thread|threads|job|jobs|program|script|server|container|pod|session|pid|app|query|"
     r"loop|signal|command|bug|tab|browser)\b",
     r"\bkill -\d+\b", r"\boom killer\b", r"\bkill ?switch\b", r"\bchild process\w*\b",
-    r"\btake my life back\b", r"\b(die|dying|died) of (embarrassment|shame|cringe|boredom|laughter|laughing)\b",
+    r"\btake my life back\b", r"\bcut (all )?(ties|contact|off contact|back|down)\b",  r"\b(die|dying|died) of (embarrassment|shame|cringe|boredom|laughter|laughing)\b",
     r"\bdie (my |her |his |the )?(hair|shirt|clothes|eggs|fabric)\b",
     # negated: "I don't want to die, I'm not suicidal", "I don't want to hurt him"
     r"\b(don't|do not|never|wouldn't|would never|not|no longer) (really |actually )?(want|wanna|going|plan|planning|mean|"
@@ -135,6 +135,8 @@ def _context(t: str) -> tuple[str, set[str]]:
         t = re.sub(r"\bsuicidal\b", " ", t)
     if _PANIC.search(t):
         t = re.sub(r"\b(can't|cannot) breathe\b", " ", t)
+    if re.search(r"\b(when we were playing|play fight\w*|roughhous\w*|kids are rough|sibling fight)", t):
+        ruled_out.add("abuse")
     if _RECOVERED.search(t) and not _NOW.search(t):
         ruled_out.update(CATEGORIES)
     return t, ruled_out
