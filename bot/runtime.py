@@ -63,6 +63,9 @@ def build_runtime(s: Settings, on_crisis: CrisisAlert | None = None, engine=None
         from bot.ops import watch_queue_depth
 
         watch_queue_depth(queue.depth)
+    from bot.safety import embed  # noqa: PLC0415
+
+    embed.configure(s.safety_embedding)
     manager = ConversationManager(history, state, queue, ManagerConfig.from_settings(s), on_crisis)
     return Runtime(manager, history, state, queue, engine)
 
