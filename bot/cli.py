@@ -81,10 +81,15 @@ def chat(
 
 
 @safety_app.command("check")
-def safety_check() -> None:
+def safety_check(
+    rules_only: Annotated[bool, typer.Option("--rules-only", help="skip the embedding layer (same as "
+                                                                  "COUNSEL_SAFETY_EMBEDDING=false)")] = False,
+) -> None:
     """Screen messages from stdin (one per line); print one JSON object per line: crisis, category, rule."""
-    from bot.safety import screen
+    from bot.safety import embed, screen
 
+    embed.configure(_settings().safety_embedding and not rules_only)
+    sys.stdin.reconfigure(errors="replace")
     for line in sys.stdin:
         result = screen(line.rstrip("\r\n"))
         sys.stdout.write(json.dumps(result.as_json()) + "\n")
