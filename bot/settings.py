@@ -17,8 +17,9 @@ def _alias(name: str) -> AliasChoices:
 
 
 class Settings(BaseSettings):
+    # env_ignore_empty: `COUNSEL_METRICS_PORT=` (a line of .env.example uncommented but left blank) means unset.
     model_config = SettingsConfigDict(env_prefix="COUNSEL_", env_file=".env", env_file_encoding="utf-8",
-                                      extra="ignore", populate_by_name=True)
+                                      extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     # --- state ---------------------------------------------------------------------------------------------
     redis_url: str | None = Field(None, description="unset = embedded in-process stores and engine")

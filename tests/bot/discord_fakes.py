@@ -179,6 +179,8 @@ class RestRecorder:
             return HUMAN
         if (m, path) == ("POST", "/users/@me/channels") and str(body["recipient_id"]) == USER_ID:
             return {"id": DM_CHANNEL_ID, "type": 1, "recipients": [HUMAN], "last_message_id": None, "flags": 0}
+        if m == "DELETE" and parts[0] == "channels" and parts[2] == "messages":
+            return None
         if m == "GET" and parts[0] == "channels" and len(parts) == 2:
             return text_channel(parts[1], "crisis-alerts")
         if m == "POST" and parts[0] == "interactions":
@@ -213,7 +215,9 @@ class RestRecorder:
                 shown[c.response_id] = c.json["content"]
             elif c.method == "PATCH":
                 shown[c.path.rsplit("/", 1)[1]] = c.json["content"]
-        return [shown[i] for i in ids]
+            elif c.method == "DELETE":
+                del shown[c.path.rsplit("/", 1)[1]]
+        return [shown[i] for i in ids if i in shown]
 
     def interaction_replies(self) -> list[dict]:
         return [c.json for c in self.calls if c.path.startswith("/interactions/")]

@@ -224,6 +224,16 @@ async def test_the_final_edit_shows_the_guarded_text_not_what_was_streamed(make_
     assert clock.now >= 1.0, "the final edit also waited out the one-second interval"
 
 
+async def test_a_long_streamed_text_replaced_by_a_short_one_leaves_only_the_short_one(make_bot, rest):
+    bot, rt, gw = await make_bot()
+    clock = FakeClock()
+    delivery = ReplyDelivery(bot.get_channel(int(GUILD_CHANNEL_ID)), clock=clock, sleep=clock.sleep)
+    await delivery.partial(("Take this dose. " * 150).strip())  # 2,399 characters: two messages
+    assert len(rest.view(GUILD_CHANNEL_ID)) == 2
+    await delivery.finish(Reply("Please ask a doctor or pharmacist about doses."))
+    assert rest.view(GUILD_CHANNEL_ID) == ["Please ask a doctor or pharmacist about doses."]
+
+
 # --- start-up errors -----------------------------------------------------------------------------------------
 
 def test_missing_token_says_how_to_get_one(monkeypatch, tmp_path):
