@@ -29,9 +29,13 @@ def load_engine(s: Settings):
         return OpenAIEngine.from_spec(model_spec(s), s.openai_base_url, s.openai_model, key,
                                       timeout_s=s.openai_timeout_s, concurrency=s.openai_concurrency,
                                       max_context_tokens=s.max_context_tokens)
-    from model.engine import Engine
+    from transformers.utils import logging as hf_logging
 
-    return Engine.from_spec(model_spec(s), s.max_context_tokens)
+    from model.serving import build_engine
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        hf_logging.disable_progress_bar()  # "Loading weights" bars would clutter scripted stderr
+    return build_engine(model_spec(s), s.engine_mode, s.max_context_tokens, s.engine_slots)
 
 
 @dataclass
