@@ -218,12 +218,13 @@ async def start_http(app: AsyncApp, port: int, host: str = "0.0.0.0") -> web.App
     return runner
 
 
-async def serve(s: Settings) -> None:
-    """`counsel-bot slack`: Socket Mode when SLACK_APP_TOKEN is set, otherwise HTTP on COUNSEL_SLACK_PORT."""
+async def serve(s: Settings, engine=None) -> None:
+    """`counsel-bot slack`: Socket Mode when SLACK_APP_TOKEN is set, otherwise HTTP on COUNSEL_SLACK_PORT.
+    Runs until cancelled. `engine`: an already loaded in-process engine (tests); default: load per settings."""
     from bot.runtime import build_runtime
 
     client = web_client(s)
-    rt = await asyncio.to_thread(build_runtime, s, AdminAlerts(client, s))
+    rt = await asyncio.to_thread(build_runtime, s, AdminAlerts(client, s), engine)
     app = build_app(s, client)
     register_listeners(app, rt.manager, s)
     try:
@@ -232,7 +233,10 @@ async def serve(s: Settings) -> None:
 
             handler = AsyncSocketModeHandler(app, s.slack_app_token.get_secret_value(), web_client=client)
             log.info("Slack adapter connecting in Socket Mode")
-            await handler.start_async()
+            try:
+                await handler.start_async()
+            finally:
+                await handler.close_async()
         else:
             runner = await start_http(app, s.slack_port)
             log.info("Slack adapter listening on port %d at %s", s.slack_port, PATH)

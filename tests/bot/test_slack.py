@@ -24,8 +24,9 @@ from bot import slack_views as views
 from bot import texts
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
+from bot.splitting import SLACK_LIMIT
 from bot.slack_adapter import (BOT_EVENTS, BOT_SCOPES, PATH, SLASH_COMMANDS, AdminAlerts, build_app,
-                               register_listeners, start_http, web_client)
+                               SlackReply, register_listeners, serve, start_http, web_client)
 from model.schema import Turn
 from tests.conftest import free_port
 
@@ -49,6 +50,10 @@ class FakeSlack:
     calls: list[Call] = field(default_factory=list)
     failing_channels: set[str] = field(default_factory=set)
     tokens: set[str] = field(default_factory=set)
+    api_url: str = ""
+    socket_url: str = ""  # what apps.connections.open hands out (Socket Mode)
+    sockets: list[web.WebSocketResponse] = field(default_factory=list)
+    socket_acks: list[dict] = field(default_factory=list)
     _ts: int = 0
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -62,6 +67,8 @@ class FakeSlack:
             return web.json_response({"ok": True, "url": "https://counsel-test.slack.com/", "team": "Counsel Test",
                                       "user": "counsel", "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID,
                                       "is_enterprise_install": False})
+        if method == "apps.connections.open":
+            return web.json_response({"ok": True, "url": self.socket_url})
         self.calls.append(Call(method, data, time.monotonic()))
         channel = data.get("channel")
         if channel in self.failing_channels:
@@ -79,6 +86,18 @@ class FakeSlack:
         if method == "conversations.open":
             return web.json_response({"ok": True, "channel": {"id": "D" + data["users"][1:]}})
         return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
+
+    async def socket(self, request: web.Request) -> web.WebSocketResponse:
+        """Slack's Socket Mode endpoint: says hello, then records the envelope acks the app sends back."""
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "hello", "num_connections": 1, "connection_info": {"app_id": APP_ID},
+                            "debug_info": {"host": "applink-test", "approximate_connection_time": 18060}})
+        self.sockets.append(ws)
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                self.socket_acks.append(json.loads(message.data))
+        return ws
 
     def of(self, method: str, channel: str | None = None) -> list[Call]:
         return [c for c in self.calls if c.method == method and (channel is None or c.data.get("channel") == channel)]
@@ -120,13 +139,7 @@ class Harness:
             return resp
 
     async def event(self, event: dict, event_id: str, **kw) -> aiohttp.ClientResponse:
-        """An Events API `event_callback` envelope, as Slack sends it."""
-        envelope = {"token": "legacy-verification-token", "team_id": TEAM, "api_app_id": APP_ID, "event": event,
-                    "type": "event_callback", "event_id": event_id, "event_time": int(time.time()),
-                    "authorizations": [{"enterprise_id": None, "team_id": TEAM, "user_id": BOT_USER,
-                                        "is_bot": True, "is_enterprise_install": False}],
-                    "is_ext_shared_channel": False, "event_context": "4-eyJldCI6ImFwcF9tZW50aW9uIn0"}
-        return await self.post(json.dumps(envelope), "application/json", **kw)
+        return await self.post(json.dumps(envelope(event, event_id)), "application/json", **kw)
 
     async def command(self, command: str, user: str) -> aiohttp.ClientResponse:
         form = {"token": "legacy-verification-token", "team_id": TEAM, "team_domain": "counsel-test",
@@ -142,6 +155,15 @@ class Harness:
                    "actions": [{"action_id": action_id, "block_id": "b1", "type": "button", "value": "x",
                                 "text": {"type": "plain_text", "text": "button"}, "action_ts": "1700000200.1"}]}
         return await self.post(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
+
+
+def envelope(event: dict, event_id: str) -> dict:
+    """An Events API `event_callback` envelope, as Slack sends it."""
+    return {"token": "legacy-verification-token", "team_id": TEAM, "api_app_id": APP_ID, "event": event,
+            "type": "event_callback", "event_id": event_id, "event_time": int(time.time()),
+            "authorizations": [{"enterprise_id": None, "team_id": TEAM, "user_id": BOT_USER,
+                                "is_bot": True, "is_enterprise_install": False}],
+            "is_ext_shared_channel": False, "event_context": "4-eyJldCI6ImFwcF9tZW50aW9uIn0"}
 
 
 def dm(user: str, text: str, ts: str, **extra) -> dict:
@@ -182,18 +204,33 @@ async def _history_with(h: Harness, conversation: str, turns: int):
 
 
 @pytest.fixture
-async def slack(engine):
+async def fake_slack():
     fake = FakeSlack()
     api = web.Application()
     api.router.add_post("/api/{method}", fake.handle)
-    api_runner = web.AppRunner(api)
-    await api_runner.setup()
-    api_port, bot_port = free_port(), free_port()
-    await web.TCPSite(api_runner, "127.0.0.1", api_port).start()
+    api.router.add_get("/link", fake.socket)
+    runner = web.AppRunner(api)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    fake.socket_url = f"ws://127.0.0.1:{port}/link?ticket=test"
+    fake.api_url = f"http://127.0.0.1:{port}/api/"
+    yield fake
+    for ws in fake.sockets:
+        await ws.close()
+    await runner.cleanup()
 
-    s = Settings(_env_file=None, slack_bot_token="xoxb-test-token", slack_signing_secret=SECRET,
-                 slack_api_url=f"http://127.0.0.1:{api_port}/api/", admin_slack_channel=ADMIN_CHANNEL,
-                 max_new_tokens=8, temperature=0.0, request_timeout_s=WAIT_S, region="US")
+
+def settings(fake: FakeSlack, **kw) -> Settings:
+    return Settings(_env_file=None, slack_bot_token="xoxb-test-token", slack_api_url=fake.api_url,
+                    admin_slack_channel=ADMIN_CHANNEL, max_new_tokens=8, temperature=0.0, request_timeout_s=WAIT_S,
+                    region="US", **kw)
+
+
+@pytest.fixture
+async def slack(engine, fake_slack):
+    fake, bot_port = fake_slack, free_port()
+    s = settings(fake, slack_signing_secret=SECRET)
     client = web_client(s)
     model = GatedEngine(engine)
     rt = build_runtime(s, on_crisis=AdminAlerts(client, s), engine=model)
@@ -205,7 +242,6 @@ async def slack(engine):
     model.gate.set()
     await bot_runner.cleanup()
     await rt.close()
-    await api_runner.cleanup()
 
 
 # --- conversations ----------------------------------------------------------------------------------------------
@@ -347,6 +383,18 @@ async def test_bot_messages_edits_and_deletions_are_ignored(slack: Harness):
     assert await slack.rt.history.load(f"slack:{BOT_USER}") == []
 
 
+async def test_long_reply_updates_the_placeholder_then_continues_below_slacks_limit(fake_slack):
+    out = SlackReply(web_client(settings(fake_slack)), "D0LEO", None)
+    await out.start()
+    text = " ".join(f"Sentence number {i} about coping with stress." for i in range(300))  # ~13,500 characters
+    await out.finish(text)
+    updates, posts = fake_slack.of("chat.update", "D0LEO"), fake_slack.of("chat.postMessage", "D0LEO")
+    assert posts[0].data["text"] == views.THINKING and [u.data["ts"] for u in updates] == ["1700000100.000001"]
+    parts = [updates[0].data["text"]] + [p.data["text"] for p in posts[1:]]
+    assert len(parts) == 4 and all(len(p) <= SLACK_LIMIT for p in parts)
+    assert " ".join(parts) == text
+
+
 # --- commands, App Home ---------------------------------------------------------------------------------------
 async def test_forget_command_erases_history_ephemerally(slack: Harness):
     await slack.rt.history.append("slack:U0IDA", Turn(role="user", content="I had a rough day."),
@@ -379,6 +427,31 @@ async def test_home_tab_is_published_and_its_button_erases_data(slack: Harness):
     again = await eventually(lambda: slack.fake.of("views.publish")[1:], "the republished Home tab")
     assert texts.FORGOTTEN in json.dumps(again[0].data["view"])
     assert await slack.rt.history.load("slack:U0JO") == []
+
+
+# --- Socket Mode ------------------------------------------------------------------------------------------------
+async def test_socket_mode_acks_the_envelope_and_answers(engine, fake_slack):
+    """`serve` as `counsel-bot slack` runs it with SLACK_APP_TOKEN set: no HTTP server, a WebSocket to Slack."""
+    task = asyncio.create_task(serve(settings(fake_slack, slack_app_token="xapp-test-token"), engine=engine))
+    try:
+        sockets = await eventually(lambda: fake_slack.sockets or task.done(), "the Socket Mode connection")
+        assert not task.done(), task.exception()
+        event = dm("U0KIM", "I feel lonely since I moved cities.", "1700000010.000100")
+        await sockets[0].send_json({"envelope_id": "57d6a792-4d35-4d0b-b6aa-3361493e1caf", "type": "events_api",
+                                    "accepts_response_payload": False, "retry_attempt": 0, "retry_reason": "",
+                                    "payload": envelope(event, "Ev0SOCKET")})
+        await eventually(lambda: {"envelope_id": "57d6a792-4d35-4d0b-b6aa-3361493e1caf"} in fake_slack.socket_acks,
+                         "the envelope ack")
+        notice = views.reply_text(texts.FIRST_CONTACT)
+        final = await eventually(lambda: [c for c in fake_slack.of("chat.update", "D0KIM")
+                                          if c.data["text"].startswith(f"_{notice}_")], "the answer")
+        assert len(final[0].data["text"]) > len(notice) + 4
+        assert fake_slack.of("chat.postMessage", "D0KIM")[0].data["text"] == views.THINKING
+        assert "Bearer xapp-test-token" in fake_slack.tokens  # apps.connections.open uses the app-level token
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 # --- configuration --------------------------------------------------------------------------------------------
