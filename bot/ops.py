@@ -179,7 +179,11 @@ def start_ops(settings, **checks: Check) -> OpsServer | None:
     if settings.metrics_port is None:
         return None
     if _server is None:
-        _server = OpsServer(settings.metrics_host, settings.metrics_port)
+        try:
+            _server = OpsServer(settings.metrics_host, settings.metrics_port)
+        except OSError as e:  # a busy port must not take the bot down with it: no endpoint, loudly
+            log.error("cannot serve health and metrics on %s:%s: %s", settings.metrics_host, settings.metrics_port, e)
+            return None
         if settings.redis_url:
             client = redis_client(settings.redis_url, min(2.0, settings.redis_timeout_s))
             _server.add_check("redis", redis_check(client))

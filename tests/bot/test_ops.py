@@ -246,3 +246,18 @@ def test_queue_depth_of_the_in_process_queue_is_reported(engine, ops):
     assert got[("counsel_queue_depth", (("state", "waiting"),))] == 0
     assert rt.queue.depth() == (0, 0)
     assert sys.modules["bot.ops"]._QUEUE_DEPTH.depth == rt.queue.depth
+
+
+def test_a_busy_metrics_port_does_not_stop_the_process():
+    import socket
+
+    import bot.ops
+    from bot.settings import Settings
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert bot.ops._server is None
+        assert bot.ops.start_ops(Settings(metrics_port=port, metrics_host="127.0.0.1", _env_file=None)) is None
+        assert bot.ops._server is None
