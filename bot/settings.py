@@ -56,6 +56,11 @@ class Settings(BaseSettings):
                                                                "(vllm serve --api-key)")
     openai_timeout_s: float = Field(60.0, gt=0, description="longest wait for one streamed completion")
     openai_concurrency: int = Field(16, ge=1, description="requests of one batch in flight at once")
+    engine_mode: Literal["auto", "plain", "static", "continuous"] = Field(
+        "auto", description="local engine: plain = transformers generate (reference); static = continuous batching "
+                            "on a static slot KV cache with CUDA-graph decoding; continuous = transformers' paged "
+                            "continuous batching; auto = static on a CUDA GPU, plain on CPU")
+    engine_slots: int = Field(64, ge=1, description="conversations decoded together (static/continuous modes)")
 
     # --- worker --------------------------------------------------------------------------------------------
     worker_batch_size: int = Field(8, ge=1, description="most requests generated together")

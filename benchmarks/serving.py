@@ -1,0 +1,275 @@
+"""Serving speed on one GPU: the notebook's recipe as the baseline, then each engine mode, in one run.
+
+Llama-2-7B shape with random weights (time does not depend on weight values), prompts of real counsel-chat text
+through the project's own prompt format, tokenized with a 32k BPE tokenizer trained on that text
+(`benchmarks/common.py`). End-of-sequence is disabled so every reply has exactly the requested length.
+
+Scenarios
+- batch 1: one conversation (~500-token prompt), tokens/s of its reply (after a warm-up request);
+- 64 concurrent: 64 conversations with prompts of 200-1,000 tokens (system prompt + history + message), 256-token
+  replies, arriving at random times over the first `--spread` seconds, each from its own thread calling
+  `engine.generate([request], on_delta)`. Aggregate tokens/s = all reply tokens / (last finish - first arrival);
+  time to first token = first streamed text - arrival, as the user sees it.
+
+Run on the GPU host (see ../shared/gpu/README.md):  python benchmarks/serving.py [--only static,continuous]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import random
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import gpu_name, load_tokenizer, out_dir, random_model, texts  # noqa: E402
+from model.loading import LoadedModel  # noqa: E402
+from model.schema import GenerationRequest, SamplingParams, Turn  # noqa: E402
+
+log = logging.getLogger("bench.serving")
+NO_EOS = {10**9}  # random weights emit any token: disable EOS so every reply is exactly max_new_tokens long
+
+
+DEVICE = "cuda"
+TINY = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)
+
+
+def loaded(model, tok, adapter: str | None = None, merged: bool = False, max_context: int = 4096) -> LoadedModel:
+    return LoadedModel(model=model, tokenizer=tok, device=DEVICE, dtype=model.dtype, base="random Llama-2-7B",
+                       adapter=adapter, merged=merged, max_context=max_context)
+
+
+def add_lora(model):
+    """The notebook's adapter: LoRA r=64, alpha 16, dropout 0.1 on q_proj and v_proj, non-zero weights."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=64, lora_alpha=16, lora_dropout=0.1, target_modules=["q_proj", "v_proj"],
+                     task_type="CAUSAL_LM", init_lora_weights="gaussian")
+    return get_peft_model(model, cfg).eval()
+
+
+def conversations(engine, n: int, lo: int, hi: int, seed: int = 0) -> list[GenerationRequest]:
+    """n requests whose rendered prompts are lo..hi tokens: real questions/answers as history, a question last."""
+    rng = random.Random(seed)
+    pairs = texts()
+    sampling = SamplingParams(max_new_tokens=256)  # the project's defaults: temperature 0.7, top-p 0.9, penalty 1.1
+    out = []
+    for _ in range(n):
+        target = rng.randint(lo, hi)
+        q, _ = rng.choice(pairs)
+        history: list[Turn] = []
+        req = GenerationRequest(message=q[:1500], history=history, sampling=sampling)
+        while engine.count_tokens(engine.prompt_for(req)) < target:
+            hq, ha = rng.choice(pairs)
+            history = [Turn(role="user", content=hq[:1200]), Turn(role="assistant", content=ha[:1200])] + history
+            req = GenerationRequest(message=q[:1500], history=history, sampling=sampling)
+            if len(history) > 40:
+                break
+        out.append(req)
+    return out
+
+
+def with_tokens(req: GenerationRequest, n: int) -> GenerationRequest:
+    return req.model_copy(update={"sampling": req.sampling.model_copy(update={"max_new_tokens": n})})
+
+
+def batch1(engine, req: GenerationRequest, new_tokens: int) -> dict:
+    engine.generate([with_tokens(req, 16)])  # warm-up at this shape
+    t0 = time.perf_counter()
+    res = engine.generate([with_tokens(req, new_tokens)])[0]
+    wall = time.perf_counter() - t0
+    assert res.ok and res.completion_tokens == new_tokens, res
+    return {"prompt_tokens": res.prompt_tokens, "tokens": res.completion_tokens, "seconds": wall,
+            "tok_s": res.completion_tokens / wall, "ttft_s": res.first_token_seconds}
+
+
+def concurrent(engine, reqs: list[GenerationRequest], spread_s: float, timeout_s: float, seed: int = 1) -> dict:
+    rng = random.Random(seed)
+    offsets = sorted(rng.uniform(0, spread_s) for _ in reqs)
+    first: dict[str, float] = {}
+    arrive: dict[str, float] = {}
+    done: dict[str, tuple[float, object]] = {}
+    lock = threading.Lock()
+
+    def on_delta(rid: str, delta: str) -> None:
+        now = time.perf_counter()
+        with lock:
+            first.setdefault(rid, now)
+
+    def client(req: GenerationRequest, at: float) -> None:
+        time.sleep(max(0.0, at - time.perf_counter()))
+        arrive[req.request_id] = time.perf_counter()
+        res = engine.generate([req], on_delta)[0]
+        done[req.request_id] = (time.perf_counter(), res)
+
+    start = time.perf_counter() + 0.2
+    threads = [threading.Thread(target=client, args=(r, start + o), daemon=True) for r, o in zip(reqs, offsets)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.1, start + timeout_s - time.perf_counter()))
+    if len(done) < len(reqs):
+        return {"error": f"timeout: {len(done)}/{len(reqs)} finished in {timeout_s:.0f} s"}
+    results = [res for _, res in done.values()]
+    bad = [r for r in results if not r.ok]
+    if bad:
+        return {"error": f"{len(bad)} failed: {bad[0].error}"}
+    tokens = sum(r.completion_tokens for r in results)
+    t_first = min(arrive.values())
+    t_last = max(t for t, _ in done.values())
+    ttft = sorted(first[rid] - arrive[rid] for rid in arrive if rid in first)
+    q = statistics.quantiles(ttft, n=20, method="inclusive")
+    prompts = [r.prompt_tokens for r in results]
+    return {"conversations": len(reqs), "tokens": tokens, "seconds": t_last - t_first,
+            "tok_s": tokens / (t_last - t_first), "ttft_p50_s": statistics.median(ttft), "ttft_p95_s": q[18],
+            "ttft_max_s": ttft[-1], "prompt_tokens_mean": statistics.mean(prompts),
+            "prompt_tokens_min": min(prompts), "prompt_tokens_max": max(prompts), "spread_s": spread_s}
+
+
+def free() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def main() -> None:
+    import torch
+
+    from model.engine import Engine
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="baseline,plain,static,continuous")
+    ap.add_argument("--new-tokens", type=int, default=128, help="reply length for the batch-1 eager baselines")
+    ap.add_argument("--concurrent", type=int, default=64)
+    ap.add_argument("--spread", type=float, default=4.0, help="arrivals spread over this many seconds")
+    ap.add_argument("--timeout", type=float, default=120.0, help="give up a concurrent scenario after this")
+    ap.add_argument("--context", type=int, default=1280, help="slot length (prompt + reply) for the static mode")
+    ap.add_argument("--tiny", action="store_true", help="CPU smoke test: a 2-layer model, no NF4 baseline")
+    args = ap.parse_args()
+    global DEVICE
+    if args.tiny:
+        DEVICE = "cpu"
+    only = set(args.only.split(","))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.manual_seed(0)
+    out = out_dir()
+    rows: list[dict] = []
+    meta = {"gpu": gpu_name(), "torch": torch.__version__}
+    import transformers
+
+    meta["transformers"] = transformers.__version__
+
+    def record(name: str, **kw) -> None:
+        row = {"config": name, **kw}
+        rows.append(row)
+        log.info("RESULT %s", json.dumps(row))
+        (out / "serving.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+    tok = load_tokenizer()
+    t0 = time.perf_counter()
+    base = random_model(torch.bfloat16, DEVICE, **(TINY if args.tiny else {}))
+    log.info("random model built in %.1f s", time.perf_counter() - t0)
+    probe = Engine(loaded(base, tok))
+    reqs = conversations(probe, args.concurrent, 200, 1000)
+    one = conversations(probe, 1, 480, 520, seed=7)[0]
+
+    if "baseline" in only:  # the notebook: NF4 + double quant, unmerged LoRA r=64, transformers generate, batch 1
+        from transformers import AutoModelForCausalLM
+
+        from model.loading import quantization_config
+
+        folder = Path("/dev/shm/llama2-random")
+        t0 = time.perf_counter()
+        base.save_pretrained(folder)
+        nf4 = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quantization_config(True),
+                                                   dtype=torch.bfloat16, device_map={"": "cuda"})
+        log.info("NF4 model ready in %.1f s", time.perf_counter() - t0)
+        eng = Engine(loaded(add_lora(nf4), tok, adapter="random r=64"))
+        eng.eos_ids = NO_EOS
+        record("NF4 + double quant, unmerged LoRA r=64, generate (notebook)", mode="plain", batch=1,
+               **batch1(eng, one, args.new_tokens))
+        del eng, nf4
+        free()
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+    # bf16 with the adapter merged into the weights (the serving default on GPUs with room)
+    merged = add_lora(base).merge_and_unload().eval()
+    lm = loaded(merged, tok, adapter="random r=64", merged=True)
+
+    if "plain" in only:
+        eng = Engine(lm)
+        eng.eos_ids = NO_EOS
+        record("bf16, LoRA merged, generate", mode="plain", batch=1, **batch1(eng, one, args.new_tokens))
+
+    if "static" in only:
+        from model.slots import SlotEngine
+
+        t0 = time.perf_counter()
+        eng = SlotEngine(lm, args.context, slots=args.concurrent)
+        eng.eos_ids = NO_EOS
+        eng.warmup()
+        warm = time.perf_counter() - t0
+        record("bf16, LoRA merged, static slot cache + CUDA graphs", mode="static", batch=1, warmup_s=warm,
+               **batch1(eng, one, 256))
+        concurrent(eng, reqs[:8], 0.5, args.timeout)  # exercise admission once before measuring
+        record("bf16, LoRA merged, static slot cache + CUDA graphs", mode="static", batch=args.concurrent,
+               **concurrent(eng, reqs, args.spread, args.timeout))
+        log.info("static stats %s", eng.stats)
+        eng.close()
+        del eng
+        free()
+
+    if "continuous" in only:
+        from model.cb_engine import ContinuousEngine
+
+        for label, opts in (("default", {}), ("cuda graphs", {"use_cuda_graph": True})):
+            try:
+                t0 = time.perf_counter()
+                eng = ContinuousEngine(lm, 4096, slots=args.concurrent, cb_options=opts)
+                eng.eos_ids = NO_EOS
+                eng.warmup()
+                warm = time.perf_counter() - t0
+                name = f"bf16, LoRA merged, transformers continuous batching ({label})"
+                record(name, mode="continuous", batch=1, warmup_s=warm, **batch1(eng, one, 256))
+                record(name, mode="continuous", batch=args.concurrent,
+                       **concurrent(eng, reqs, args.spread, args.timeout))
+            except Exception as e:  # noqa: BLE001 - a failing variant is a result too
+                log.exception("continuous %s failed", label)
+                record(f"transformers continuous batching ({label})", mode="continuous", error=repr(e)[:300])
+            finally:
+                try:
+                    eng.close()
+                    del eng
+                except Exception:  # noqa: BLE001
+                    pass
+                free()
+
+    print(f"\n## Serving, Llama-2-7B shape, random weights, {meta['gpu']}\n")
+    print("| configuration | conversations | tokens/s | p50 TTFT s | p95 TTFT s | notes |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['config']} | {r.get('batch', '')} | - | - | - | {r['error'][:80]} |")
+            continue
+        ttft50 = r.get("ttft_p50_s", r.get("ttft_s"))
+        ttft95 = r.get("ttft_p95_s", "")
+        note = f"prompt {r.get('prompt_tokens', r.get('prompt_tokens_mean', 0)):.0f} tok"
+        if "warmup_s" in r:
+            note += f", warm-up {r['warmup_s']:.0f} s"
+        f = (lambda x: f"{x:.2f}" if isinstance(x, float) else str(x))
+        print(f"| {r['config']} | {r['batch']} | {r['tok_s']:.0f} | {f(ttft50)} | {f(ttft95)} | {note} |")
+
+
+if __name__ == "__main__":
+    main()
