@@ -197,8 +197,8 @@ class CounselBot(discord.Client):
                 if reply is not None:
                     await delivery.finish(reply)
         except discord.HTTPException as e:
-            log.error("could not deliver a reply in %s channel %s (%s %s)", "a DM" if incoming.is_private else "a server",
-                      message.channel.id, e.status, e.code)
+            where = "DM" if incoming.is_private else "server"
+            log.error("could not deliver a reply in %s channel %s (%s %s)", where, message.channel.id, e.status, e.code)
 
     # Edits are ignored (the answer already went to the first version); deletes leave nothing to undo.
 

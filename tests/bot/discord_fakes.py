@@ -86,7 +86,8 @@ def dm_message(text: str, author: dict = HUMAN, message_id: str | None = None) -
 
 def guild_message(text: str, mention_bot: bool = True, author: dict = HUMAN, message_id: str | None = None) -> dict:
     content = f"<@{BOT_ID}> {text}" if mention_bot else text
-    mentions = [{**BOT_USER, "member": {k: v for k, v in member(BOT_USER).items() if k != "user"}}] if mention_bot else []
+    bot_member = {k: v for k, v in member(BOT_USER).items() if k != "user"}
+    mentions = [{**BOT_USER, "member": bot_member}] if mention_bot else []
     return {"id": message_id or snowflake(), "channel_id": GUILD_CHANNEL_ID, "guild_id": GUILD_ID, "type": 0,
             "content": content, "author": author,
             "member": {k: v for k, v in member(author).items() if k != "user"}, "attachments": [], "embeds": [],

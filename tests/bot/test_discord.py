@@ -16,7 +16,7 @@ from bot.settings import Settings
 from bot.splitting import DISCORD_LIMIT
 from bot.types import Reply
 from tests.bot.discord_fakes import (
-    ADMIN_CHANNEL_ID, APP_ID, DM_CHANNEL_ID, GUILD_CHANNEL_ID, GUILD_ID, HUMAN, OTHER_BOT, USER_ID, BOT_USER,
+    ADMIN_CHANNEL_ID, APP_ID, DM_CHANNEL_ID, GUILD_CHANNEL_ID, GUILD_ID, OTHER_BOT, USER_ID, BOT_USER,
     Gateway, RestRecorder, dm_message, guild_message, slash_command,
 )
 
@@ -113,7 +113,7 @@ async def test_bots_and_itself_are_ignored(make_bot, rest):
 async def test_a_server_mention_gets_an_invitation_to_dm(make_bot, rest):
     bot, rt, gw = await make_bot()
     before = len(rest.calls)
-    await gw.send("MESSAGE_CREATE", guild_message("I'm so stressed about work"), )
+    await gw.send("MESSAGE_CREATE", guild_message("I'm so stressed about work"))
     await gw.send("MESSAGE_CREATE", guild_message("not talking to the bot", mention_bot=False))
     sent = [c for c in rest.calls[before:] if c.method == "POST" and c.path.endswith("/messages")]
     assert [(c.path, c.json["content"]) for c in sent] == [(f"/channels/{GUILD_CHANNEL_ID}/messages",
