@@ -241,6 +241,9 @@ class InferenceWorker:
                     pass
                 try:
                     await flush()
+                    if not finished.is_set() and time.monotonic() >= self._next_heartbeat:  # long batches
+                        self._next_heartbeat = time.monotonic() + self.cfg.heartbeat_s
+                        await self.heartbeat()
                     if not finished.is_set() and time.monotonic() >= next_touch:
                         next_touch = time.monotonic() + self.cfg.claim_idle_ms / 3000
                         await self.r.xclaim(keys.REQUESTS_STREAM, keys.WORKER_GROUP, self.name, 0, entry_ids,
@@ -330,7 +333,7 @@ class InferenceWorker:
         log.info("loading adapter %s", wanted)
         t0 = time.perf_counter()
         try:
-            engine = await asyncio.to_thread(self.engine_factory, wanted)
+            engine = await self._beating(asyncio.to_thread(self.engine_factory, wanted))
         except Exception as e:  # a bad adapter must not take the service down: keep the old engine
             log.error("loading adapter %s failed (%s: %s); keeping %s", wanted, type(e).__name__, e, self.adapter)
             self._failed_adapter = wanted
@@ -340,6 +343,18 @@ class InferenceWorker:
         _free_accelerator_memory()
         log.info("now serving adapter %s (loaded in %.1fs)", wanted, time.perf_counter() - t0)
         await self.heartbeat()
+
+    async def _beating(self, work):
+        """Await `work` (a slow load) while keeping the heartbeat alive."""
+        task = asyncio.ensure_future(work)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=self.cfg.heartbeat_s)
+            if done:
+                return task.result()
+            try:
+                await self.heartbeat()
+            except Exception as e:
+                log.debug("heartbeat failed: %s", e)
 
     async def _announced_adapter(self) -> str | None:
         """The newest path from the reload channel, else ADAPTER_CURRENT (read at most every adapter_poll_s)."""
