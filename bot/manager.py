@@ -55,8 +55,10 @@ class ManagerConfig:
 
 
 def clean_text(text: str) -> str:
-    """Drop control and formatting characters (keeping newlines and tabs) and surrounding white space."""
-    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c)[0] != "C").strip()
+    """Drop control and formatting characters (keeping newlines and tabs) and surrounding white space; text with
+    nothing visible left (only combining marks or spaces) is empty."""
+    cleaned = "".join(c for c in text if c in "\n\t" or unicodedata.category(c)[0] != "C").strip()
+    return cleaned if any(unicodedata.category(c)[0] not in "MZ" for c in cleaned) else ""
 
 
 def request_id_for(msg: IncomingMessage) -> str:
@@ -115,6 +117,7 @@ class ConversationManager:
         name = self.command(text)
         if name is not None:
             return await self._run_command(msg, name)
+        full = text  # screened whole (up to the screen's own cap): a crisis late in a long message still counts
         truncated = len(text) > self.cfg.max_message_chars
         if truncated:
             text = text[: self.cfg.max_message_chars]
@@ -122,7 +125,7 @@ class ConversationManager:
             log.info("message from %s: %r", _anon(msg.user_key), text)
 
         # Crisis first: screened before rate limits and before any waiting.
-        screening = safety_screen(text)
+        screening = safety_screen(full)
         if screening.crisis:
             return await self._crisis(msg, text, screening)
         if invite_only:

@@ -142,8 +142,11 @@ def _context(t: str) -> tuple[str, set[str]]:
     return t, ruled_out
 
 
+SCREEN_CHARS = 16_000  # longer messages are screened on their first 16,000 characters (the model sees fewer)
+
+
 def screen_rules(text: str) -> Screening:
-    t = normalize(text)
+    t = normalize(text[:SCREEN_CHARS])
     if not t:
         return Screening(False)
     cleaned, ruled_out = _context(t)
