@@ -73,9 +73,9 @@ _CONDITION = (r"(?:(?:clinical|major|severe|chronic|manic|postpartum|persistent)
               r"disorder|anorexia|bulimia|binge[- ]eating disorder|dissociative identity disorder|dysthymia|"
               r"(?:an? )?(?:mental|mood|psychiatric) (?:illness|disorder))")
 _DIAGNOSIS = re.compile(
-    rf"\byou(?:'ve| have)? (?:have|got|suffer from|are suffering from|(?:definitely|probably|clearly|likely|"
-    rf"certainly|obviously) (?:have|suffer from)|(?:might|may|could|must) (?:have|be suffering from)|seem to have|"
-    rf"appear to have|are showing (?:clear )?signs of) (?:a |an )?(?:case of )?{_CONDITION}\b"
+    rf"\byou(?:'ve| have| are|'re)? (?:definitely |probably |clearly |likely |certainly |obviously |might |may |"
+    rf"could |must |seem to |appear to )?(?:have|got|suffer from|suffering from|be suffering from|showing (?:clear )?"
+    rf"signs of) (?:a |an )?(?:case of )?{_CONDITION}\b"
     rf"|\byou(?:'re| are) (?:definitely |probably |clearly |obviously )?(?:bipolar|schizophrenic|autistic|psychotic|"
     rf"anorexic|bulimic|a narcissist|clinically depressed|a sociopath|a psychopath)\b"
     rf"|\b(?:it|this|that) (?:is|sounds like|looks like|seems like) (?:definitely |clearly |probably |classic |a "
