@@ -7,6 +7,7 @@ Knows nothing of platforms, Redis or models: those sit behind the stores and the
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -125,7 +126,9 @@ class ConversationManager:
             log.info("message from %s: %r", _anon(msg.user_key), text)
 
         # Crisis first: screened before rate limits and before any waiting.
-        screening = safety_screen(full)
+        # In a thread: the embedding layer is CPU work (and loads MiniLM on first use); the event loop must stay
+        # free to acknowledge other events (Slack's 3 s) and keep gateway heartbeats.
+        screening = await asyncio.to_thread(safety_screen, full)
         if screening.crisis:
             return await self._crisis(msg, text, screening)
         if invite_only:
