@@ -135,8 +135,11 @@ def redis_queue_depth(client) -> Callable[[], tuple[int, int]]:
         for g in groups:
             name = g.get("name")
             if (name.decode() if isinstance(name, bytes) else name) == keys.WORKER_GROUP:
+                pending = int(g.get("pending") or 0)
                 lag = g.get("lag")
-                return int(lag or 0), int(g.get("pending") or 0)
+                if lag is None:  # Redis cannot tell after some deletions; workers XDEL what they acknowledge,
+                    lag = max(0, client.xlen(keys.REQUESTS_STREAM) - pending)  # so the stream is waiting + pending
+                return int(lag), pending
         return 0, 0
 
     return depth
