@@ -300,3 +300,47 @@ def test_every_console_entry_point_starts_with_help(tmp_path):
         out, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, (path, err[-1000:])
         assert "Usage:" in out, path
+
+
+# --- compose.vllm.yaml: workers on an OpenAI-compatible server -------------------------------------------------
+
+def test_vllm_override_serves_our_adapter_and_frees_the_workers_gpu(tmp_path):
+    import yaml
+
+    from bot.settings import Settings
+
+    env = tmp_path / "vllm.env"
+    env.write_text("VLLM_API_KEY=k-123\n")
+    out = compose("config", "--format", "json", files=("compose.yaml", "compose.vllm.yaml"), env_file=env)
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    vllm, worker = services["vllm"], services["worker"]
+
+    cmd = vllm["command"]
+    lora_name, lora_path = cmd[cmd.index("--lora-modules") + 1].split("=", 1)
+    recipe = yaml.safe_load((REPO / "training" / "recipes" / "llama2-7b-qlora.yaml").read_text())
+    assert "--enable-lora" in cmd and int(cmd[cmd.index("--max-lora-rank") + 1]) >= recipe["lora_r"]
+    assert cmd[0] == "meta-llama/Llama-2-7b-chat-hf" and lora_path == "/data/adapters/current"
+    assert cmd[cmd.index("--api-key") + 1] == "k-123"
+    assert vllm["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+
+    assert "deploy" not in worker  # the GPU reservation is reset: the worker only renders prompts and streams
+    assert worker["depends_on"]["vllm"]["condition"] == "service_healthy"
+    e = worker["environment"]
+    s = Settings(_env_file=None, **{k.removeprefix("COUNSEL_").lower(): v for k, v in e.items()
+                                    if k.startswith("COUNSEL_")})
+    assert s.engine == "openai" and s.openai_model == lora_name
+    assert s.openai_base_url == "http://vllm:8000/v1" and s.openai_api_key.get_secret_value() == "k-123"
+
+    (tmp_path / "empty.env").write_text("")  # no key: compose refuses to start rather than serve without one
+    out = compose("config", "--quiet", files=("compose.yaml", "compose.vllm.yaml"), env_file=tmp_path / "empty.env")
+    assert out.returncode != 0 and "VLLM_API_KEY" in out.stderr
+
+
+def test_readme_vllm_command_matches_the_compose_override():
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("vllm serve meta-llama/Llama-2-7b-chat-hf"):]
+    block = block[: block.index("```")]
+    for flag in ("--enable-lora", "--lora-modules counsel=/data/adapters/current", "--max-lora-rank 64",
+                 "--max-model-len 4096"):
+        assert flag in block
