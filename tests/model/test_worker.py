@@ -41,8 +41,12 @@ async def running(redis_url, engine):
 
 
 @pytest.fixture
-async def runtime(redis_url):
-    rt = build_runtime(Settings(redis_url=redis_url, max_new_tokens=6, temperature=0.0, request_timeout_s=120))
+async def runtime(redis_url, monkeypatch):
+    from bot.safety import embed
+
+    monkeypatch.setattr(embed, "ENABLED", embed.ENABLED)  # restored after the test (build_runtime sets it)
+    rt = build_runtime(Settings(redis_url=redis_url, max_new_tokens=6, temperature=0.0, request_timeout_s=120,
+                                safety_embedding=False))  # the screen's embedding layer is tested in its own tests
     yield rt
     await rt.close()
 
