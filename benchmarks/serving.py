@@ -127,10 +127,14 @@ def concurrent(engine, reqs: list[GenerationRequest], spread_s: float, timeout_s
     ttft = sorted(first[rid] - arrive[rid] for rid in arrive if rid in first)
     q = statistics.quantiles(ttft, n=20, method="inclusive")
     prompts = [r.prompt_tokens for r in results]
+    eng_ft = sorted(r.first_token_seconds or 0.0 for r in results)
+    eng_q = sorted(r.queue_seconds for r in results)
     return {"conversations": len(reqs), "tokens": tokens, "seconds": t_last - t_first,
             "tok_s": tokens / (t_last - t_first), "ttft_p50_s": statistics.median(ttft), "ttft_p95_s": q[18],
             "ttft_max_s": ttft[-1], "prompt_tokens_mean": statistics.mean(prompts),
-            "prompt_tokens_min": min(prompts), "prompt_tokens_max": max(prompts), "spread_s": spread_s}
+            "prompt_tokens_min": min(prompts), "prompt_tokens_max": max(prompts), "spread_s": spread_s,
+            "engine_first_token_p50_s": statistics.median(eng_ft), "engine_first_token_max_s": eng_ft[-1],
+            "engine_queue_p50_s": statistics.median(eng_q), "engine_queue_max_s": eng_q[-1]}
 
 
 def free() -> None:
@@ -147,7 +151,7 @@ def main() -> None:
     from model.engine import Engine
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="baseline,plain,static,continuous")
+    ap.add_argument("--only", default="baseline,plain,static-unfused,static,continuous")
     ap.add_argument("--new-tokens", type=int, default=128, help="reply length for the batch-1 eager baselines")
     ap.add_argument("--concurrent", type=int, default=64)
     ap.add_argument("--spread", type=float, default=4.0, help="arrivals spread over this many seconds")
@@ -187,9 +191,10 @@ def main() -> None:
 
         from model.loading import quantization_config
 
-        folder = Path("/dev/shm/llama2-random")
+        folder = Path("/dev/shm/llama2-random")  # kept for benchmarks/training.py (same random weights)
         t0 = time.perf_counter()
-        base.save_pretrained(folder)
+        if not (folder / "config.json").exists():
+            base.save_pretrained(folder)
         nf4 = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quantization_config(True),
                                                    dtype=torch.bfloat16, device_map={"": "cuda"})
         log.info("NF4 model ready in %.1f s", time.perf_counter() - t0)
@@ -199,9 +204,6 @@ def main() -> None:
                **batch1(eng, one, args.new_tokens))
         del eng, nf4
         free()
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)
 
     # bf16 with the adapter merged into the weights (the serving default on GPUs with room)
     merged = add_lora(base).merge_and_unload().eval()
@@ -211,6 +213,19 @@ def main() -> None:
         eng = Engine(lm)
         eng.eos_ids = NO_EOS
         record("bf16, LoRA merged, generate", mode="plain", batch=1, **batch1(eng, one, args.new_tokens))
+
+    if "static-unfused" in only:  # the same engine without the compiled small-op kernels (batch 1 only)
+        from model.slots import SlotEngine
+
+        t0 = time.perf_counter()
+        eng = SlotEngine(lm, args.context, slots=args.concurrent, fuse=False)
+        eng.eos_ids = NO_EOS
+        eng.warmup()
+        record("bf16, LoRA merged, static slot cache + CUDA graphs, no fused kernels", mode="static", batch=1,
+               warmup_s=time.perf_counter() - t0, **batch1(eng, one, 256))
+        eng.close()
+        del eng
+        free()
 
     if "static" in only:
         from model.slots import SlotEngine

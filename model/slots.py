@@ -155,7 +155,8 @@ class SlotEngine(Engine):
     concurrent = True  # callers may run generate() from several threads at once and share decode steps
 
     def __init__(self, loaded: LoadedModel, max_context_tokens: int | None = None, slots: int = 64,
-                 use_cuda_graphs: bool | None = None, length_step: int = 256, prefill_token_budget: int = 4096):
+                 use_cuda_graphs: bool | None = None, length_step: int | None = None, prefill_token_budget: int = 4096,
+                 fuse: bool | None = None):
         import torch
 
         super().__init__(loaded, max_context_tokens)
@@ -167,7 +168,14 @@ class SlotEngine(Engine):
         self.slots = slots = self._fit_slots(slots, cfg.num_hidden_layers * cfg.num_key_value_heads, loaded.dtype)
         self.use_graphs = (self.device.type == "cuda") if use_cuda_graphs is None else use_cuda_graphs
         self.batch_buckets = batch_buckets(slots)
-        self.length_buckets = length_buckets(self.max_len, length_step)
+        # One length (the whole slot) by default: contiguous K/V for attention; shorter buckets read less but slice.
+        self.length_buckets = length_buckets(self.max_len, length_step or self.max_len)
+        if fuse if fuse is not None else self.use_graphs:
+            from model.fused import fuse_small_ops
+
+            fuse_small_ops(self.model)
+        self._pinned = torch.zeros(slots, dtype=torch.long, pin_memory=self.device.type == "cuda")
+        self._sampling_slots: set[int] = set()
         self.prefill_token_budget = prefill_token_budget
         self.cache = SlotCache(cfg.num_hidden_layers, slots, cfg.num_key_value_heads, self.max_len, self.head_dim,
                                loaded.dtype, self.device)
@@ -332,6 +340,8 @@ class SlotEngine(Engine):
         self.temperature[i] = max(s.temperature, 1e-5)
         self.top_p[i] = s.top_p
         self.greedy[i] = s.greedy
+        if not s.greedy:
+            self._sampling_slots.add(i)
         self._active[i] = seq
         self.stats.prefill_tokens += n
         if s.seed is not None:
@@ -358,7 +368,15 @@ class SlotEngine(Engine):
         else:
             logits = self._forward(b, length)
         token = self._sample(logits, torch.arange(b, device=self.device))
-        values = token.tolist()
+        if self.device.type == "cuda":  # wait for the tokens without holding the GIL (clients keep arriving)
+            host = self._pinned[:b]
+            host.copy_(token, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            done.synchronize()
+            values = host.tolist()
+        else:
+            values = token.tolist()
         self.stats.decode_steps += 1
         self._advance({i: values[i] for i in list(self._active)})
 
@@ -399,8 +417,8 @@ class SlotEngine(Engine):
         seen = self.seen[rows]
         scores = torch.where(seen, torch.where(scores < 0, scores * pen, scores / pen), scores)
         token = scores.argmax(-1)
-        greedy = self.greedy[rows]
-        if not bool(greedy.all()):
+        if self._sampling_slots:
+            greedy = self.greedy[rows]
             t = scores / self.temperature[rows].unsqueeze(1)
             sorted_scores, order = torch.sort(t, descending=False)
             cum = sorted_scores.softmax(-1).cumsum(-1)
@@ -440,6 +458,7 @@ class SlotEngine(Engine):
             return
         if self._active.get(seq.slot) is seq:
             del self._active[seq.slot]
+            self._sampling_slots.discard(seq.slot)
         if seq.slot >= 0:
             heapq.heappush(self._free, seq.slot)
             seq.slot = -1

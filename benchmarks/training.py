@@ -1,0 +1,260 @@
+"""Training speed on one GPU: the notebook's QLoRA step as the baseline, then each option, in one run.
+
+Llama-2-7B shape with random weights (saved once to /dev/shm, loaded back through `training.train.load_base_model`
+and NF4 as the recipes do), real counsel-chat text in the served prompt format (`model.prompt.training_example`)
+tokenized with a 32k BPE tokenizer trained on that text (`benchmarks/common.py`), labels on answer tokens only.
+
+Every configuration trains on the same rows: examples concatenated into a stream and cut into 2,048-token rows
+(the notebook's packing). The baseline attends across example boundaries inside a row, as the notebook did;
+padding-free resets position ids at each example start, so transformers builds a block-diagonal causal mask and no
+example attends to another. Each step: forward with labels (the model's own, or Liger's fused, cross-entropy),
+backward, clip to 0.3, paged AdamW 8-bit (lr 1e-4) on the LoRA weights.
+
+tokens/s counts every token of the rows (no padding exists in any configuration). MFU = tokens/s x F x N / 989e12
+(H100 SXM dense bf16 datasheet), N = base parameters, F = 6 with activation checkpointing (forward twice + backward)
+and 4 without (frozen weights get no weight gradients); attention FLOPs are not counted.
+
+    python benchmarks/training.py                 # on the GPU host, after benchmarks/serving.py or alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import TOKENIZER_DIR, gpu_name, load_tokenizer, out_dir, random_model, texts  # noqa: E402
+
+log = logging.getLogger("bench.training")
+SAVED = Path("/dev/shm/llama2-random")
+PEAK_BF16 = 989e12
+EPOCH3_TOKENS = 5.6e6
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    four_bit: bool = True
+    upcast: bool = True  # prepare_model_for_kbit_training's fp32 norms / embeddings / lm_head (the notebook)
+    checkpointing: bool = True
+    padding_free: bool = False
+    liger: bool = False
+    batch: int = 4
+
+
+def rows_of(tok, seq_len: int, n_rows: int):
+    """(input_ids, labels, position_ids) rows: examples concatenated and cut at seq_len; answer-only labels."""
+    from model.prompt import training_example
+
+    ids, labels, pos = [], [], []
+    for q, a in texts():
+        ex = training_example(tok, q, a)
+        p = tok(ex["prompt"], add_special_tokens=False)["input_ids"]
+        c = tok(ex["completion"], add_special_tokens=False)["input_ids"]
+        ids += p + c
+        labels += [-100] * len(p) + c
+        pos += list(range(len(p) + len(c)))
+        if len(ids) >= seq_len * n_rows:
+            break
+    out = []
+    for r in range(n_rows):  # an example cut by a row boundary keeps its positions (RoPE is relative)
+        s = slice(r * seq_len, (r + 1) * seq_len)
+        out.append((ids[s], labels[s], pos[s]))
+    return out
+
+
+def batches(rows, batch: int, steps: int, device: str):
+    import torch
+
+    for step in range(steps):
+        chunk = [rows[(step * batch + i) % len(rows)] for i in range(batch)]
+        yield {k: torch.tensor([c[j] for c in chunk], device=device) for j, k in
+               enumerate(("input_ids", "labels", "position_ids"))}
+
+
+def build(opt: Option):
+    """The model for an option: the notebook's preparation, or bf16 norms/head, LoRA r=64/16/0.1 on q,v."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    try:  # the training package's own loader (NF4 + double quant from the recipe)
+        from training.recipe import Recipe
+        from training.train import load_base_model
+
+        recipe = Recipe(base=str(SAVED), load_in_4bit=opt.four_bit, bf16=True, lora_r=64, lora_alpha=16,
+                        lora_dropout=0.1, target_modules=["q_proj", "v_proj"],
+                        gradient_checkpointing=opt.checkpointing)
+        model = load_base_model(recipe, str(SAVED), "cuda")
+    except ImportError:
+        from transformers import AutoModelForCausalLM
+
+        from model.loading import quantization_config
+
+        model = AutoModelForCausalLM.from_pretrained(
+            SAVED, dtype=torch.bfloat16, quantization_config=quantization_config(opt.four_bit),
+            device_map={"": "cuda"})
+    if opt.liger:
+        from liger_kernel.transformers import apply_liger_kernel_to_llama
+
+        apply_liger_kernel_to_llama(model=model)
+    if opt.four_bit and opt.upcast:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=opt.checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.enable_input_require_grads()
+        if opt.checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    torch.manual_seed(0)
+    cfg = LoraConfig(r=64, lora_alpha=16, lora_dropout=0.1, target_modules=["q_proj", "v_proj"], bias="none",
+                     task_type="CAUSAL_LM")
+    model = get_peft_model(model, cfg)
+    model.config.use_cache = False
+    model.train()
+    return model
+
+
+def run(opt: Option, rows, steps: int, warmup: int = 2) -> dict:
+    import bitsandbytes as bnb
+    import torch
+
+    torch.cuda.reset_peak_memory_stats()
+    t_load = time.perf_counter()
+    model = build(opt)
+    load_s = time.perf_counter() - t_load
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = bnb.optim.PagedAdamW8bit(params, lr=1e-4, weight_decay=0.001)
+    losses, times = [], []
+    try:
+        for step, batch in enumerate(batches(rows, opt.batch, steps, "cuda")):
+            if not opt.padding_free:
+                batch.pop("position_ids")  # positions run on across examples: the notebook's concatenation
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.3)
+            optim.step()
+            optim.zero_grad(set_to_none=True)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            losses.append(float(loss))
+    except torch.OutOfMemoryError:
+        return {"option": opt.__dict__, "error": "out of memory", "peak_gb": torch.cuda.max_memory_allocated() / 2**30}
+    finally:
+        del model, optim, params
+        gc.collect()
+        torch.cuda.empty_cache()
+    tokens = opt.batch * len(rows[0][0])
+    s_step = statistics.median(times[warmup:])
+    tok_s = tokens / s_step
+    flops = (6 if opt.checkpointing else 4) * N_PARAMS
+    return {"option": opt.__dict__, "steps": steps, "tokens_per_step": tokens, "s_per_step": s_step, "tok_s": tok_s,
+            "mfu": tok_s * flops / PEAK_BF16, "peak_gb": torch.cuda.max_memory_allocated() / 2**30, "load_s": load_s,
+            "epochs3_min": EPOCH3_TOKENS / tok_s / 60, "losses": losses}
+
+
+N_PARAMS = 0
+
+
+def main() -> None:
+    import torch
+
+    global N_PARAMS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=8, help="steps per option (2 warm-up)")
+    ap.add_argument("--curve-steps", type=int, default=50, help="steps of the loss-curve runs")
+    ap.add_argument("--seq-len", type=int, default=2048)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    out = out_dir()
+    torch.backends.cuda.matmul.allow_tf32 = False  # as in the notebook (default)
+
+    if not (SAVED / "config.json").exists():
+        base = random_model(torch.bfloat16)
+        base.save_pretrained(SAVED)
+        del base
+        gc.collect()
+        torch.cuda.empty_cache()
+    for f in TOKENIZER_DIR.iterdir():
+        shutil.copy(f, SAVED / f.name)
+    from benchmarks.common import llama2_config
+
+    cfg = llama2_config()
+    h, i, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    N_PARAMS = 2 * cfg.vocab_size * h + n * (4 * h * h + 3 * h * i + 2 * h) + h
+    tok = load_tokenizer()
+    need = max(args.steps, args.curve_steps) * 16
+    rows = rows_of(tok, args.seq_len, min(need, 400))
+    meta = {"gpu": gpu_name(), "torch": torch.__version__, "n_params": N_PARAMS, "rows": len(rows)}
+    results = []
+
+    def record(res: dict) -> None:
+        results.append(res)
+        log.info("RESULT %s", json.dumps({k: v for k, v in res.items() if k != "losses"}))
+        (out / "training.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+
+    base = Option("notebook: NF4, fp32 upcast, checkpointing, 4x2048 concatenated")
+    options = [
+        replace(base, name="+ padding-free (position ids)", padding_free=True),
+        replace(base, name="+ padding-free, bf16 norms/head", padding_free=True, upcast=False),
+        replace(base, name="+ padding-free, bf16 norms/head, no checkpointing", padding_free=True, upcast=False,
+                checkpointing=False),
+        replace(base, name="+ padding-free, Liger, no checkpointing", padding_free=True, upcast=False,
+                checkpointing=False, liger=True),
+        replace(base, name="+ padding-free, Liger, no checkpointing, batch 8", padding_free=True, upcast=False,
+                checkpointing=False, liger=True, batch=8),
+        Option("bf16 LoRA on bf16 base, padding-free, Liger, no checkpointing", four_bit=False, upcast=False,
+               checkpointing=False, padding_free=True, liger=True),
+        Option("bf16 LoRA on bf16 base, padding-free, Liger, no checkpointing, batch 8", four_bit=False,
+               upcast=False, checkpointing=False, padding_free=True, liger=True, batch=8),
+    ]
+    baseline = run(base, rows, args.curve_steps)
+    baseline["curve"] = True
+    record(baseline)
+    for opt in options:
+        try:
+            record(run(opt, rows, args.steps))
+        except Exception as e:  # noqa: BLE001 - an option that fails is a result too
+            log.exception("%s failed", opt.name)
+            record({"option": opt.__dict__, "error": repr(e)[:300]})
+    # the fastest QLoRA and bf16 options again, for loss curves over the same rows as the baseline
+    for four_bit in (True, False):
+        ok = [r for r in results if "tok_s" in r and r["option"]["four_bit"] == four_bit and not r.get("curve")
+              and r["option"]["name"] != base.name]
+        if ok:
+            best = max(ok, key=lambda r: r["tok_s"])
+            res = run(Option(**best["option"]), rows, args.curve_steps)
+            res["curve"] = True
+            record(res)
+
+    b = baseline.get("tok_s", float("nan"))
+    print(f"\n## Training step, Llama-2-7B shape, random weights, {meta['gpu']}\n")
+    print("| configuration | batch | s/step | tokens/s | vs notebook | MFU | peak GB | 3 epochs (5.6 M tok) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        o = r["option"]
+        label = o["name"] + (f" ({r['steps']}-step curve)" if r.get("curve") else "")
+        if "error" in r:
+            print(f"| {label} | {o['batch']} | - | - | - | - | {r.get('peak_gb', 0):.1f} | {r['error'][:60]} |")
+            continue
+        print(f"| {label} | {o['batch']} | {r['s_per_step']:.3f} | {r['tok_s']:,.0f} | {r['tok_s'] / b:.2f}x | "
+              f"{100 * r['mfu']:.0f}% | {r['peak_gb']:.1f} | {r['epochs3_min']:.1f} min |")
+    curves = [r for r in results if r.get("curve")]
+    if curves:
+        print("\nLoss over the same rows (every 5th step):")
+        for r in curves:
+            print(f"- {r['option']['name']}: " + ", ".join(f"{x:.3f}" for x in r["losses"][::5]))
+
+
+if __name__ == "__main__":
+    main()
