@@ -75,3 +75,7 @@ def lock_queue(conversation: str) -> str:
 
 def lock_alive(conversation: str) -> str:
     return f"{PREFIX}:lock:{conversation}:alive"  # sorted set token -> lease expiry (ms), for dead holders
+
+
+def history_append_once(append_id: str) -> str:
+    return f"{PREFIX}:hist-op:{append_id}"  # SET NX marker (10 min): a retried history append applies once

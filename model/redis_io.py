@@ -28,20 +28,24 @@ return 0
 """
 
 
-def connect(url: str, timeout_s: float = 5.0, retries: int = 6, **kw):
+def connect(url: str, timeout_s: float = 5.0, retries: int = 6, max_connections: int = 1024):
     """A redis.asyncio client: every call has connect/socket timeouts and retries connection errors with backoff.
 
     Worst case a call fails after about (retries + 1) x timeout_s against a hung server; a restarting server
-    (connection refused for a second or two) is ridden out by the ~2.5 s of backoff.
+    (connection refused for a second or two) is ridden out by the ~2.5 s of backoff. The pool blocks (up to
+    timeout_s) rather than failing when all `max_connections` are busy: each awaited reply holds one connection
+    in a blocking XREAD.
     """
-    from redis.asyncio import Redis
+    from redis.asyncio import BlockingConnectionPool, Redis
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
     from redis.exceptions import ConnectionError, TimeoutError
 
-    return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                          retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries),
-                          retry_on_error=[ConnectionError, TimeoutError], **kw)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout_s, socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s, retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries),
+        retry_on_error=[ConnectionError, TimeoutError])
+    return Redis.from_pool(pool)
 
 
 def chunk_fields(chunk: StreamChunk, attempt: str) -> dict[str, str]:

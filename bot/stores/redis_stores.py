@@ -29,11 +29,25 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
+# KEYS[1] history list, KEYS[2] the user's conversation index, KEYS[3] once-marker of this append.
+# ARGV[1] max turns, ARGV[2] ttl ms, ARGV[3] conversation key, ARGV[4..] turns.
+_APPEND_LUA = """
+if not redis.call('SET', KEYS[3], 1, 'NX', 'PX', 600000) then return 0 end
+for i = 4, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+
 class RedisHistoryStore:
     """A capped list of Turn JSON per conversation, expiring `ttl_s` after the last turn."""
 
     def __init__(self, redis, max_turns: int = 40, ttl_s: float = 7 * 86400):
         self.r, self.max_turns, self.ttl_s = redis, max_turns, ttl_s
+        self._append = redis.register_script(_APPEND_LUA)
 
     async def load(self, conversation: str) -> list[Turn]:
         raw = await self.r.lrange(keys.history(conversation), 0, -1)
@@ -43,13 +57,9 @@ class RedisHistoryStore:
         if not turns:
             return
         key, index = keys.history(conversation), keys.user_conversations(keys.user_key_of(conversation))
-        async with self.r.pipeline(transaction=True) as p:
-            p.rpush(key, *[t.model_dump_json() for t in turns])
-            p.ltrim(key, -self.max_turns, -1)
-            p.pexpire(key, _ms(self.ttl_s))
-            p.sadd(index, conversation)
-            p.pexpire(index, _ms(self.ttl_s))
-            await p.execute()
+        once = keys.history_append_once(secrets.token_hex(8))  # a retried append (reply lost) is not applied twice
+        await self._append(keys=[key, index, once],
+                           args=[self.max_turns, _ms(self.ttl_s), conversation, *[t.model_dump_json() for t in turns]])
 
     async def forget(self, user_key: str) -> int:
         index = keys.user_conversations(user_key)
@@ -67,6 +77,7 @@ _ALLOW_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[2])
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 1 end  -- a retry of a hit already counted
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], now, ARGV[3])
@@ -98,6 +109,11 @@ redis.call('PEXPIRE', KEYS[2], keep)
 return got
 """
 
+_CLAIM_LUA = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return redis.call('GET', KEYS[1]) == ARGV[1] and 1 or 0
+"""
+
 _RELEASE_LUA = """
 redis.call('LREM', KEYS[1], 1, ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -116,9 +132,13 @@ class RedisStateStore:
         self._allow = redis.register_script(_ALLOW_LUA)
         self._acquire = redis.register_script(_ACQUIRE_LUA)
         self._release = redis.register_script(_RELEASE_LUA)
+        self._claim = redis.register_script(_CLAIM_LUA)
 
     async def claim(self, key: str, ttl_s: float) -> bool:
-        return bool(await self.r.set(keys.claim(key), b"1", nx=True, px=_ms(ttl_s)))
+        # SET NX with our own token: when a connection drops after Redis executed the SET and the client retries
+        # it, the retry finds our token, not a stranger's, and the claim is still ours (the message is not lost).
+        token = secrets.token_hex(8)
+        return bool(await self._claim(keys=[keys.claim(key)], args=[token, _ms(ttl_s)]))
 
     async def allow(self, key: str, limit: int, window_s: float) -> bool:
         member = f"{time.time_ns()}:{secrets.token_hex(4)}"
