@@ -217,22 +217,19 @@ def slack() -> None:
         raise typer.Exit(130) from None
 
 
-@app.command()
-def train() -> None:
-    """[not yet implemented: the training issue] Train a LoRA/QLoRA adapter from a recipe."""
-    _not_yet("the training issue", "train")
+# Training subcommands live in training/cli.py (options and lazy heavy imports).
+from training import cli as _training_cli  # noqa: E402
+
+app.command(name="train")(_training_cli.train)
 
 
-@app.command(name="eval")
-def evaluate() -> None:
-    """[not yet implemented: the evaluation issue] Compare the base model with adapters on held-out questions."""
-    _not_yet("the evaluation issue", "eval")
+# `counsel-bot eval` lives in training/evaluate.py (options and lazy heavy imports).
+from training import evaluate as _evaluate  # noqa: E402
+
+app.command(name="eval")(_evaluate.cli)
 
 
-@app.command()
-def retrain() -> None:
-    """[not yet implemented: the training issue] Train, evaluate, gate and promote a new adapter."""
-    _not_yet("the training issue", "retrain")
+app.command(name="retrain")(_training_cli.retrain)
 
 
 if __name__ == "__main__":
