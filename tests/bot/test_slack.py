@@ -33,7 +33,7 @@ from tests.conftest import free_port
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 TEAM, APP_ID, BOT_USER, BOT_ID = "T0COUNSEL", "A0COUNSEL", "U0BOT", "B0BOT"
 ADMIN_CHANNEL = "C0ADMINS"
-WAIT_S = 60
+WAIT_S = 200  # generous: on a shared 2-core machine one short generation has taken 40 s
 
 
 # --- the fake Slack Web API ---------------------------------------------------------------------------------------
