@@ -142,7 +142,7 @@ def _context(t: str) -> tuple[str, set[str]]:
     return t, ruled_out
 
 
-SCREEN_CHARS = 16_000  # longer messages are screened on their first 16,000 characters (the model sees fewer)
+SCREEN_CHARS = 64_000  # screened whole up to this (Slack allows 40,000 characters; the model sees fewer)
 
 
 def screen_rules(text: str) -> Screening:
