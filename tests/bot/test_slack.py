@@ -222,23 +222,35 @@ async def fake_slack():
 
 
 def settings(fake: FakeSlack, **kw) -> Settings:
+    # The crisis screen's embedding layer is tested with the screen; here the rules catch the crisis messages used.
     return Settings(_env_file=None, slack_bot_token="xoxb-test-token", slack_api_url=fake.api_url,
                     admin_slack_channel=ADMIN_CHANNEL, max_new_tokens=8, temperature=0.0, request_timeout_s=WAIT_S,
-                    region="US", **kw)
+                    region="US", safety_embedding=False, **kw)
+
+
+@pytest.fixture(autouse=True)
+def restore_embedding_switch(monkeypatch):
+    from bot.safety import embed
+
+    monkeypatch.setattr(embed, "ENABLED", embed.ENABLED)  # build_runtime sets it from the settings
+
+
+async def adapter(s: Settings, engine=None) -> tuple[Runtime, web.AppRunner, str]:
+    """One adapter as `counsel-bot slack` builds it in HTTP mode, on a free loopback port."""
+    client = web_client(s)
+    rt = build_runtime(s, on_crisis=AdminAlerts(client, s), engine=engine)
+    app = build_app(s, client)
+    register_listeners(app, rt.manager, s)
+    port = free_port()
+    return rt, await start_http(app, port, host="127.0.0.1"), f"http://127.0.0.1:{port}{PATH}"
 
 
 @pytest.fixture
 async def slack(engine, fake_slack):
-    fake, bot_port = fake_slack, free_port()
-    s = settings(fake, slack_signing_secret=SECRET)
-    client = web_client(s)
     model = GatedEngine(engine)
-    rt = build_runtime(s, on_crisis=AdminAlerts(client, s), engine=model)
-    app = build_app(s, client)
-    register_listeners(app, rt.manager, s)
-    bot_runner = await start_http(app, bot_port, host="127.0.0.1")
+    rt, bot_runner, url = await adapter(settings(fake_slack, slack_signing_secret=SECRET), engine=model)
     async with aiohttp.ClientSession() as session:
-        yield Harness(fake, rt, model, session, f"http://127.0.0.1:{bot_port}{PATH}")
+        yield Harness(fake_slack, rt, model, session, url)
     model.gate.set()
     await bot_runner.cleanup()
     await rt.close()
@@ -355,6 +367,33 @@ async def test_retry_and_duplicate_event_id_get_no_second_reply(slack: Harness, 
         await eventually(lambda: _duplicates(caplog) == 2, "the second retry to be dropped")
     assert len(slack.fake.of("chat.postMessage", "D0GUS")) == 1
     assert len(await slack.rt.history.load("slack:U0GUS")) == 2
+
+
+async def test_two_adapter_processes_on_redis_answer_an_event_once(fake_slack, redis_url, caplog):
+    """Two adapters (as two `counsel-bot slack` processes behind a load balancer) share Redis; Slack delivers the
+    same event to both. A crisis message needs no worker, so this runs without one."""
+    adapters = [await adapter(settings(fake_slack, slack_signing_secret=SECRET, redis_url=redis_url))
+                for _ in range(2)]
+    try:
+        async with aiohttp.ClientSession() as session:
+            deliveries = [Harness(fake_slack, rt, None, session, url) for rt, _, url in adapters]
+            event = dm("U0LIV", "I want to end my life", "1700000011.000100")
+            with caplog.at_level(logging.INFO, logger="bot.manager"):
+                first, retry = await asyncio.gather(
+                    deliveries[0].event(event, "Ev0TWICE"),
+                    deliveries[1].event(event, "Ev0TWICE", headers={"X-Slack-Retry-Num": "1",
+                                                                     "X-Slack-Retry-Reason": "http_timeout"}))
+                assert (first.status, retry.status) == (200, 200)
+                await eventually(lambda: fake_slack.of("chat.postMessage", "D0LIV"), "the crisis reply")
+                await eventually(lambda: _duplicates(caplog) == 1, "one of the deliveries to be dropped")
+                await eventually(lambda: fake_slack.of("chat.postMessage", ADMIN_CHANNEL), "the admin alert")
+        assert len(fake_slack.of("chat.postMessage", "D0LIV")) == 1
+        assert len(fake_slack.of("chat.postMessage", ADMIN_CHANNEL)) == 1
+        assert len(await adapters[0][0].history.load("slack:U0LIV")) == 2  # stored once, visible to both
+    finally:
+        for rt, runner, _ in adapters:
+            await runner.cleanup()
+            await rt.close()
 
 
 def _duplicates(caplog) -> int:
