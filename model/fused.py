@@ -65,3 +65,31 @@ def fuse_small_ops(model) -> int:
                 modeling.apply_rotary_pos_emb = k["rotary"]
     log.info("fused small ops in %d modules", n)
     return n
+
+
+def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout: float = 0.0, **kwargs):
+    """Decoding (one query per row) over a slot cache: two batched matrix-vector products that read each K/V row
+    once, with the boolean mask applied to the scores. Anything else goes to transformers' SDPA function."""
+    import torch
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    if query.shape[2] != 1 or attention_mask is None or attention_mask.dtype != torch.bool:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(-1, -2)).float() * scale
+    scores = scores.masked_fill(~attention_mask, float("-inf"))
+    probs = scores.softmax(-1).to(value.dtype)
+    out = torch.matmul(probs, value)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def use_slot_attention(model) -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("slot_sdpa", slot_attention)
+    model.config._attn_implementation = "slot_sdpa"
+    log.info("decode attention: batched matrix-vector products over the slot cache")

@@ -156,7 +156,7 @@ class SlotEngine(Engine):
 
     def __init__(self, loaded: LoadedModel, max_context_tokens: int | None = None, slots: int = 64,
                  use_cuda_graphs: bool | None = None, length_step: int | None = None, prefill_token_budget: int = 4096,
-                 fuse: bool | None = None):
+                 fuse: bool | None = None, packed_prefill: bool | None = None, matmul_attention: bool | None = None):
         import torch
 
         super().__init__(loaded, max_context_tokens)
@@ -169,11 +169,20 @@ class SlotEngine(Engine):
         self.use_graphs = (self.device.type == "cuda") if use_cuda_graphs is None else use_cuda_graphs
         self.batch_buckets = batch_buckets(slots)
         # One length (the whole slot) by default: contiguous K/V for attention; shorter buckets read less but slice.
-        self.length_buckets = length_buckets(self.max_len, length_step or self.max_len)
+        on_gpu = self.device.type == "cuda"
+        self.matmul_attention = on_gpu if matmul_attention is None else matmul_attention
+        # SDPA wants contiguous K/V (one length); the matrix-vector attention reads only a 256-multiple prefix
+        step = length_step or (256 if self.matmul_attention else self.max_len)
+        self.length_buckets = length_buckets(self.max_len, step)
+        self.packed_prefill = on_gpu if packed_prefill is None else packed_prefill
         if fuse if fuse is not None else self.use_graphs:
             from model.fused import fuse_small_ops
 
             fuse_small_ops(self.model)
+        if self.matmul_attention:
+            from model.fused import use_slot_attention
+
+            use_slot_attention(self.model)
         self._pinned = torch.zeros(slots, dtype=torch.long, pin_memory=self.device.type == "cuda")
         self._sampling_slots: set[int] = set()
         self.prefill_token_budget = prefill_token_budget
@@ -313,8 +322,11 @@ class SlotEngine(Engine):
                     self.stats.queued = len(self._pending)
                 t0 = time.perf_counter()
                 try:
-                    for seq in admitted:
-                        self._prefill(seq)
+                    if self.packed_prefill and len(admitted) > 1:
+                        self._prefill_packed(admitted)
+                    else:
+                        for seq in admitted:
+                            self._prefill(seq)
                     if self._active:
                         self._decode_step()
                 except Exception as e:  # never a dead engine: fail what is in flight, keep serving
@@ -333,9 +345,46 @@ class SlotEngine(Engine):
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
         n = self.cache.fill(seq.slot, cache)
+        self._start(seq, out.logits[:, -1, :], n)
+
+    def _prefill_packed(self, seqs: list[_Seq]) -> None:
+        """Several prompts in one forward: concatenated, position ids restarting at each prompt, so transformers
+        masks block-diagonally and no prompt sees another. One large matrix product instead of many small ones."""
+        import torch
+
+        now = time.perf_counter()
+        ids, pos, ends = [], [], []
+        for seq in seqs:
+            seq.started = now
+            ids += seq.prompt_ids
+            pos += range(len(seq.prompt_ids))
+            ends.append(len(ids))
+        ids_t = torch.tensor([ids], device=self.device)
+        pos_t = torch.tensor([pos], device=self.device)
+        seg = torch.repeat_interleave(torch.arange(len(seqs), device=self.device),
+                                      torch.tensor([len(q.prompt_ids) for q in seqs], device=self.device))
+        t = torch.arange(len(ids), device=self.device)
+        mask = (seg[:, None] == seg[None, :]) & (t[None, :] <= t[:, None])  # causal inside each prompt only
+        keep = torch.tensor([e - 1 for e in ends], device=self.device)
+        out = self.model(input_ids=ids_t, position_ids=pos_t, attention_mask=mask[None, None], use_cache=True,
+                         logits_to_keep=keep)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        start = 0
+        for j, (seq, end) in enumerate(zip(seqs, ends)):
+            for layer_idx, layer in enumerate(cache.layers):
+                self.cache.k[layer_idx][seq.slot, :, : end - start].copy_(layer.keys[0, :, start:end])
+                self.cache.v[layer_idx][seq.slot, :, : end - start].copy_(layer.values[0, :, start:end])
+            self._start(seq, out.logits[:, j, :], end - start)
+            start = end
+
+    def _start(self, seq: _Seq, logits, n: int) -> None:
+        """A prefilled sequence: per-slot sampling state, its first token."""
+        import torch
+
+        ids = torch.tensor(seq.prompt_ids, device=self.device)
         s, i = seq.req.sampling, seq.slot
         self.seen[i].zero_()
-        self.seen[i, ids[0]] = True
+        self.seen[i, ids] = True
         self.penalty[i] = s.repetition_penalty
         self.temperature[i] = max(s.temperature, 1e-5)
         self.top_p[i] = s.top_p
@@ -346,7 +395,7 @@ class SlotEngine(Engine):
         self.stats.prefill_tokens += n
         if s.seed is not None:
             torch.manual_seed(s.seed)
-        token = self._sample(out.logits[:, -1, :], torch.tensor([i], device=self.device))
+        token = self._sample(logits, torch.tensor([i], device=self.device))
         self._advance({i: int(token[0])})
 
     def _decode_step(self) -> None:
