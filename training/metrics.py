@@ -15,6 +15,7 @@ take an already-loaded model and do no file I/O of their own beyond loading the 
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -128,39 +129,74 @@ def encode_pair(tokenizer: Any, prompt: str, completion: str, max_tokens: int) -
     return (p + c)[:max(max_tokens, len(p) + 1)], len(p)
 
 
+def shared_prefix_len(encoded: Sequence[tuple[list[int], int]]) -> int:
+    """Tokens that every (ids, prompt length) pair starts with (the system prompt), leaving each pair at least
+    its last prompt token (which predicts the first completion token)."""
+    if len(encoded) < 2:
+        return 0
+    first = encoded[0][0]
+    n = min(min(len(ids) for ids, _ in encoded), min(plen for _, plen in encoded) - 1)
+    for i in range(max(0, n)):
+        t = first[i]
+        if any(ids[i] != t for ids, _ in encoded):
+            return i
+    return max(0, n)
+
+
 def reference_nll(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], max_tokens: int = 1024,
-                  token_budget: int = 4096, on_done: Callable[[int], None] | None = None
-                  ) -> tuple[list[float], list[int]]:
+                  token_budget: int = 4096, on_done: Callable[[int], None] | None = None,
+                  share_prefix: bool = True) -> tuple[list[float], list[int]]:
     """(NLL sum, token count) of each (prompt, completion) pair's completion under `model`, in input order.
 
-    Batches pairs of similar length (right padding) up to `token_budget` padded tokens per forward pass.
+    Batches pairs of similar length (right padding) up to `token_budget` padded tokens per forward pass. The
+    prefix that all pairs share (the system prompt) is run once and its KV cache reused by every batch
+    (`share_prefix`), which saves about a third of the work with the served prompt format.
     """
+    import copy
+
     import torch
 
     encoded = [encode_pair(tokenizer, p, c, max_tokens) for p, c in pairs]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
+    shared = shared_prefix_len(encoded) if share_prefix else 0
+    prefix_cache = None
+    if shared:
+        with torch.inference_mode():
+            prefix_ids = torch.tensor([encoded[0][0][:shared]], device=device)
+            out = model(input_ids=prefix_ids, use_cache=True)
+            prefix_cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        # transformers >= 5.2x calls the argument `cache` (`past_key_values` is deprecated there)
+        cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     sums: list[float] = [0.0] * len(pairs)
     counts: list[int] = [0] * len(pairs)
     i = 0
     while i < len(order):
         batch = [order[i]]
         while i + len(batch) < len(order) and \
-                len(encoded[order[i + len(batch)]][0]) * (len(batch) + 1) <= token_budget:
+                (len(encoded[order[i + len(batch)]][0]) - shared) * (len(batch) + 1) <= token_budget:
             batch.append(order[i + len(batch)])
-        width = max(len(encoded[j][0]) for j in batch)
+        width = max(len(encoded[j][0]) for j in batch) - shared
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
         attn = torch.zeros_like(ids)
         comp = torch.zeros_like(ids)
         for r, j in enumerate(batch):
             toks, plen = encoded[j]
-            ids[r, :len(toks)] = torch.tensor(toks)
-            attn[r, :len(toks)] = 1
-            comp[r, plen:len(toks)] = 1
+            rest = toks[shared:]
+            ids[r, :len(rest)] = torch.tensor(rest)
+            attn[r, :len(rest)] = 1
+            comp[r, plen - shared:len(rest)] = 1
+        ids, attn, comp = ids.to(device), attn.to(device), comp.to(device)
         with torch.inference_mode():
-            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
-        s, c = completion_nll(logits, ids.to(device), comp.to(device))
+            if prefix_cache is not None:
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(batch))
+                full_attn = torch.cat([torch.ones((len(batch), shared), dtype=attn.dtype, device=device), attn], 1)
+                logits = model(input_ids=ids, attention_mask=full_attn, use_cache=True, **{cache_arg: cache}).logits
+            else:
+                logits = model(input_ids=ids, attention_mask=attn).logits
+            s, c = completion_nll(logits, ids, comp)
         for r, j in enumerate(batch):
             sums[j], counts[j] = s[r], c[r]
         i += len(batch)

@@ -137,17 +137,20 @@ def test_reference_nll_matches_a_per_example_computation_on_smollm2(engine):
                 training_example(tok, "My friend ignores me.", "It hurts to feel ignored by a friend. Have you "
                                  "been able to tell them how this feels, or does that seem hard right now?")]
     pairs = [(e["prompt"], e["completion"]) for e in examples]
-    sums, counts = M.reference_nll(model, tok, pairs, token_budget=4096)
-    for (prompt, completion), s, c in zip(pairs, sums, counts):
+    by_hand = []
+    for prompt, completion in pairs:
         p = tok(prompt, add_special_tokens=False)["input_ids"]
         comp = tok(completion, add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([p + comp])
         with torch.inference_mode():
-            logits = model(input_ids=ids).logits[0].float()
+            logits = model(input_ids=torch.tensor([p + comp])).logits[0].float()
         logp = torch.log_softmax(logits[len(p) - 1:-1], dim=-1)
-        by_hand = -sum(float(logp[i, t]) for i, t in enumerate(comp))
-        assert c == len(comp)
-        assert s == pytest.approx(by_hand, rel=2e-2 if model.dtype == torch.bfloat16 else 1e-4)
+        by_hand.append((-sum(float(logp[i, t]) for i, t in enumerate(comp)), len(comp)))
+    rel = 2e-2 if model.dtype == torch.bfloat16 else 1e-4
+    for share_prefix in (True, False):  # the system prompt's KV cache reused, or every token run per batch
+        sums, counts = M.reference_nll(model, tok, pairs, token_budget=4096, share_prefix=share_prefix)
+        assert counts == [n for _, n in by_hand]
+        assert sums == pytest.approx([s for s, _ in by_hand], rel=rel)
+    assert M.shared_prefix_len([M.encode_pair(tok, p, c, 1024) for p, c in pairs]) > 100  # the system prompt
     ppl = M.perplexity(sums, counts)
     assert 1.0 < ppl < 200.0
 
@@ -225,3 +228,9 @@ def test_compare_missing_figures():
     assert any("not measured" in c.line() for c in checks)
     ok, checks = M.compare(BASE, {**base, "perplexity": 10.0}, M.Thresholds())
     assert not ok and {c.name for c in checks if not c.passed} == {"crisis_recall", "crisis_false_positive_rate"}
+
+
+def test_shared_prefix_len_leaves_the_last_prompt_token():
+    assert M.shared_prefix_len([([1, 2, 3, 4, 9], 4), ([1, 2, 3, 5, 9], 4)]) == 3
+    assert M.shared_prefix_len([([1, 2, 3, 4, 9], 3), ([1, 2, 3, 4, 8], 4)]) == 2  # keeps token 3 of pair 1
+    assert M.shared_prefix_len([([1, 2], 1)]) == 0
