@@ -87,6 +87,8 @@ def main() -> None:
     print("\nRules only (bot.safety.rules):")
     print(table(results))
     _misses(args, results)
+    print()
+    print(guard_table())
     if args.rules_only:
         return
     import torch
@@ -104,6 +106,38 @@ def main() -> None:
           f"{args.threads} torch thread(s); the example bank for each column excludes that column's messages):")
     print(table(results))
     _misses(args, results)
+
+
+def guard_table() -> str:
+    """The output guard over real therapists' answers (counsel_chat.csv): how often it would flag them, by reason.
+    Their answers link their websites, give office numbers and speak of 'my clients', which the bot must not do;
+    'plain' answers are those without any of that."""
+    import csv
+    import re
+    from collections import Counter
+
+    from bot.safety.guard import Guard
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "counsel_chat.csv"
+    if not path.exists():
+        return f"(no {path}: guard table skipped)"
+    with open(path, encoding="utf-8") as f:
+        answers = [r["answerText"] for r in csv.DictReader(f) if r["answerText"].strip()]
+    own = re.compile(r"http|www\.|\.com|\.org|\d{3}|my (clients|practice|office|patients)|as a (therapist|counsel)|"
+                     r"i am (a|licensed)|i'm a", re.IGNORECASE)
+    guard = Guard("US")
+    t0 = time.perf_counter()
+    found = [guard.violations(a) for a in answers]
+    ms = (time.perf_counter() - t0) * 1000 / len(answers)
+    reasons = Counter(r for v in found for r in v)
+    plain = [v for a, v in zip(answers, found) if not own.search(a)]
+    lines = [f"Output guard on {len(answers)} real therapists' answers ({path.name}), {ms:.2f} ms/answer:",
+             f"  flagged, all answers          {sum(bool(v) for v in found):5d}  "
+             f"({sum(bool(v) for v in found) / len(answers):.1%})",
+             f"  flagged, 'plain' answers      {sum(bool(v) for v in plain):5d} of {len(plain)}  "
+             f"({sum(bool(v) for v in plain) / len(plain):.1%})"]
+    lines += [f"  {reason:30}{n:5d}" for reason, n in reasons.most_common()]
+    return "\n".join(lines)
 
 
 def _two_layers(text: str, layer):
