@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from model import keys
 from model.batching import Generator, OutputGuard, run_batch
-from model.redis_io import RESULT_TTL_S, STREAM_FIELD, chunk_fields, publish_result
+from model.redis_io import PUBLISH_RESULT_LUA, RESULT_TTL_S, STREAM_FIELD, chunk_fields
 from model.schema import GenerationRequest, GenerationResult, StreamChunk, error_result
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class InferenceWorker:
         self.engine_factory, self.adapter = engine_factory, adapter
         self.name = self.cfg.name
         self.stats = _Stats()
+        self._publish = redis.register_script(PUBLISH_RESULT_LUA)
         self._stopping = asyncio.Event()
         self._pubsub = None
         self._failed_adapter: str | None = None
@@ -201,9 +202,7 @@ class InferenceWorker:
             outcomes += await self._generate(live, [eid for eid, r in parsed if r.request_id in live_ids], attempt)
         for res in outcomes:
             res.worker = self.name
-            await self._retrying(lambda res=res: publish_result(self.r, res, attempt.get(res.request_id, self.name)),
-                                 "publish a result")
-        await self._retrying(lambda: self._ack(ids), "acknowledge")
+        await self._retrying(lambda: self._publish_and_ack(outcomes, attempt, ids), "publish results")
 
     async def _generate(self, live: list[GenerationRequest], entry_ids: list[bytes],
                         attempt: dict[str, str]) -> list[GenerationResult]:
@@ -272,8 +271,16 @@ class InferenceWorker:
             self.stats.errors += 0 if res.ok else 1
         return results
 
-    async def _ack(self, ids: list[bytes]) -> None:
+    async def _publish_and_ack(self, results: list[GenerationResult], attempt: dict[str, str],
+                               ids: list[bytes]) -> None:
+        """One transaction: every result published once (SET NX, see model.redis_io), the entries acknowledged
+        and deleted. A retry after a lost reply is harmless: published results are not published again."""
+        ttl_ms = RESULT_TTL_S * 1000
         async with self.r.pipeline(transaction=True) as p:
+            for res in results:
+                rid = res.request_id
+                await self._publish(keys=[keys.result(rid), keys.outbox(rid)],
+                                    args=[res.model_dump_json(), ttl_ms, attempt.get(rid, self.name)], client=p)
             p.xack(keys.REQUESTS_STREAM, keys.WORKER_GROUP, *ids)
             p.xdel(keys.REQUESTS_STREAM, *ids)
             await p.execute()
