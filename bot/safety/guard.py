@@ -121,6 +121,9 @@ def degenerate(text: str) -> bool:
     return False
 
 
+STREAM_WINDOW = 400  # characters of streamed text checked per delta (keeps streaming linear in reply length)
+
+
 class Guard:
     def __init__(self, region: str = "US"):
         self.region = region
@@ -169,6 +172,8 @@ class Guard:
         """Reason codes; `final=False` checks streamed partial text (no degenerate check; numbers and links at the
         very end may still be being typed)."""
         found = []
+        if not final:  # streamed: earlier text was checked when it was the tail; final replies are checked whole
+            text = text[-STREAM_WINDOW:]
         if self._bad_numbers(text, final):
             found.append("phone_number")
         if self._bad_links(text, final):
