@@ -39,17 +39,33 @@ from model.redis_io import connect  # noqa: E402
 TEXT = "I've been feeling stressed about work and can't switch off in the evenings."
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of this process and of `pids` (Linux /proc), in seconds."""
-    total = time.process_time()
+def cpu_seconds(pids: list[int]) -> list[float]:
+    """User + system CPU seconds of this process, then of each of `pids` (Linux /proc)."""
+    out = [time.process_time()]
     tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            out.append((int(fields[11]) + int(fields[12])) / tick)
         except (OSError, IndexError, ValueError):
-            pass
-    return total
+            out.append(0.0)
+    return out
+
+
+class CPU:
+    """CPU per message, split into this process (manager), the workers and redis-server."""
+
+    def __init__(self, workers: list[int], redis: int | None):
+        self.workers, self.redis = workers, redis
+
+    def start(self) -> None:
+        self.t0 = cpu_seconds(self.workers + ([self.redis] if self.redis else []))
+
+    def per_message(self, n: int) -> tuple[float, float, float]:
+        t1 = cpu_seconds(self.workers + ([self.redis] if self.redis else []))
+        d = [b - a for a, b in zip(self.t0, t1)]
+        k = len(self.workers)
+        return d[0] / n, sum(d[1:1 + k]) / n, (d[1 + k] if self.redis else float("nan")) / n
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -146,20 +162,18 @@ async def main(a) -> None:
             while not await r.exists(keys.worker_heartbeat(f"bench-w{i}")):
                 await asyncio.sleep(0.05)
         await open_loop(manager, 100, 1.0, 100, "warmup")  # connections, scripts, thread pool
-        pids = [w.pid for w in workers] + ([redis_proc.pid] if redis_proc else [])
-        c0 = cpu_seconds(pids)
+        cpu = CPU([w.pid for w in workers], redis_proc.pid if redis_proc else None)
+        cpu.start()
         ping = await ping_baseline(r, 2000)
-        rows = [("bare Redis round trip (PING), baseline", len(ping), None, ping, 0,
-                 (cpu_seconds(pids) - c0) / len(ping))]
+        rows = [("bare Redis round trip (PING), baseline", len(ping), None, ping, 0, cpu.per_message(len(ping)))]
         for rate in a.rates:
-            c0 = cpu_seconds(pids)
+            cpu.start()
             lat, fail = await open_loop(manager, rate, a.seconds, a.users, f"open{rate}")
             rows.append((f"open loop {rate:.0f} msg/s ({a.users} users)", len(lat), len(lat) / a.seconds, lat, fail,
-                         (cpu_seconds(pids) - c0) / len(lat)))
-        c0 = cpu_seconds(pids)
+                         cpu.per_message(len(lat))))
+        cpu.start()
         n, took, lat, fail = await closed_loop(manager, a.concurrency, a.seconds, "closed")
-        rows.append((f"closed loop, {a.concurrency} users back to back", n, n / took, lat, fail,
-                     (cpu_seconds(pids) - c0) / n))
+        rows.append((f"closed loop, {a.concurrency} users back to back", n, n / took, lat, fail, cpu.per_message(n)))
     finally:
         for w in workers:
             w.terminate()
@@ -175,12 +189,13 @@ async def main(a) -> None:
     load = os.getloadavg()
     print(f"\nbot path plumbing: manager + Redis + {a.workers} stub worker(s) (engine time excluded), "
           f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the end, batch size {a.batch_size}\n")
-    print("| what | messages | messages/s | p50 ms | p99 ms | max ms | not answered | CPU ms/message, all processes |")
+    print("| what | messages | messages/s | p50 ms | p99 ms | max ms | not answered "
+          "| CPU ms/message: bot / workers / redis |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, n, rate, lat, fail, cpu in rows:
+    for name, n, rate, lat, fail, (bot, wk, rd) in rows:
         print(f"| {name} | {n} | {'' if rate is None else f'{rate:.0f}'} | {pct(lat, 50) * 1e3:.2f} | "
-              f"{pct(lat, 99) * 1e3:.2f} | {max(lat) * 1e3:.2f} | {fail} | {cpu * 1e3:.2f} |")
-
+              f"{pct(lat, 99) * 1e3:.2f} | {max(lat) * 1e3:.2f} | {fail} | {bot * 1e3:.2f} / {wk * 1e3:.2f} / "
+              f"{rd * 1e3:.2f} |")
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
