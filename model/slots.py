@@ -179,6 +179,7 @@ class SlotEngine(Engine):
             from model.fused import fuse_small_ops
 
             fuse_small_ops(self.model)
+        self._attn_before = self.model.config._attn_implementation
         if self.matmul_attention:
             from model.fused import use_slot_attention
 
@@ -276,6 +277,8 @@ class SlotEngine(Engine):
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(10)
+        if self.model.config._attn_implementation != self._attn_before:  # the model may serve a plain engine next
+            self.model.config._attn_implementation = self._attn_before
 
     # ------------------------------------------------------------------ request intake
     def _make_seq(self, r: GenerationRequest, on_delta: DeltaCallback | None) -> _Seq:

@@ -1,0 +1,165 @@
+"""Every serving mode against the plain path on the real SmolLM2: same greedy text, streaming, continuous admission.
+
+The static mode (`model.slots.SlotEngine`) runs on CPU without CUDA graphs, with the same scheduler, slot cache,
+sampling and streaming code as on a GPU; its GPU-only parts (CUDA-graph replay, fused kernels) are checked against
+the eager path in the `gpu`-marked test. transformers' continuous batching (`continuous` mode) is far too slow on
+this CPU for a test (its scheduler pads to large token budgets), so it is only checked on a GPU.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from model.schema import GenerationRequest, SamplingParams, Turn
+from model.serving import engine_for, resolve_mode
+from model.slots import SlotEngine, TextStream
+
+PENALIZED = SamplingParams(temperature=0.0, max_new_tokens=10)  # greedy, with the default repetition penalty 1.1
+
+
+def _reqs() -> list[GenerationRequest]:
+    return [
+        GenerationRequest(message="I feel anxious before exams and cannot sleep.", sampling=PENALIZED),
+        GenerationRequest(message="Hi", sampling=PENALIZED.model_copy(update={"max_new_tokens": 6}),
+                          history=[Turn(role="user", content="hello"), Turn(role="assistant", content="Hi there!")]),
+        GenerationRequest(message="How do I tell my parents I am struggling?", sampling=PENALIZED, careful=True),
+    ]
+
+
+@pytest.fixture(scope="module")
+def reference(engine):
+    reqs = _reqs()
+    return reqs, [engine.generate([r])[0] for r in reqs]
+
+
+@pytest.fixture
+def slot_engine(engine):
+    eng = SlotEngine(engine.loaded, 512, slots=2, length_step=128)
+    yield eng
+    eng.close()
+
+
+def test_static_mode_gives_the_plain_greedy_text_and_streams_it(reference, slot_engine):
+    reqs, ref = reference
+    chunks: dict[str, list[str]] = {r.request_id: [] for r in reqs}
+    got = slot_engine.generate(reqs, on_delta=lambda rid, d: chunks[rid].append(d))  # 3 requests, 2 slots
+    assert [g.text for g in got] == [r.text for r in ref]
+    assert [g.completion_tokens for g in got] == [r.completion_tokens for r in ref]
+    assert [g.finish_reason for g in got] == [r.finish_reason for r in ref]
+    for r, g in zip(reqs, got, strict=True):
+        assert len(chunks[r.request_id]) > 2 and "".join(chunks[r.request_id]).strip() == g.text
+        assert g.prompt_tokens > 50 and g.first_token_seconds is not None
+    assert sorted(slot_engine._free) == [0, 1] and not slot_engine._active  # every slot came back
+    assert slot_engine.stats.generated_tokens == sum(r.completion_tokens for r in ref)
+
+
+def test_concurrent_callers_share_decode_steps_and_get_their_own_text(reference, slot_engine):
+    reqs, ref = reference
+    out: dict[str, str] = {}
+    together = threading.Barrier(len(reqs))
+
+    def call(r: GenerationRequest) -> None:
+        together.wait()
+        out[r.request_id] = slot_engine.generate([r])[0].text
+
+    threads = [threading.Thread(target=call, args=(r,)) for r in reqs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(240)
+    assert [out[r.request_id] for r in reqs] == [r.text for r in ref]
+    # fewer decode steps than three separate runs would take: requests decoded side by side
+    assert slot_engine.stats.decode_steps < sum(r.completion_tokens for r in ref) - len(reqs)
+
+
+def test_packed_prefill_and_matrix_vector_attention_keep_the_text(reference, engine):
+    """The GPU defaults (several prompts in one prefill forward, attention as two matrix products), run on CPU."""
+    reqs, ref = reference
+    eng = SlotEngine(engine.loaded, 512, slots=4, packed_prefill=True, matmul_attention=True)
+    try:
+        got = eng.generate(reqs)
+    finally:
+        eng.close()
+    assert [g.text for g in got] == [r.text for r in ref]
+    assert engine.model.config._attn_implementation != "slot_sdpa"  # close() gave the plain engine its attention back
+
+
+def test_bad_requests_get_error_results_and_the_engine_keeps_serving(reference, slot_engine):
+    reqs, ref = reference
+    wrong = GenerationRequest(message="hello", schema_version=999)
+    too_long = GenerationRequest(message="word " * 2000, sampling=PENALIZED)  # cannot fit a 512-token slot
+    got = slot_engine.generate([wrong, too_long, reqs[1]])
+    assert got[0].error == "schema_version" and got[1].finish_reason == "error"
+    assert got[2].text == ref[1].text
+
+
+def test_sampling_respects_the_token_limit(slot_engine):
+    s = SamplingParams(temperature=0.9, top_p=0.8, max_new_tokens=7, seed=3)
+    got = slot_engine.generate([GenerationRequest(message="Tell me about your day.", sampling=s)])[0]
+    assert got.ok and 0 < got.completion_tokens <= 7 and got.text
+
+
+def test_text_stream_never_splits_a_character(tokenizer):
+    ids = tokenizer("Ça va? 😊 Très bien.", add_special_tokens=False)["input_ids"]
+    stream, text = TextStream(tokenizer), ""
+    for n in range(1, len(ids) + 1):
+        delta = stream.push(ids[:n])
+        assert "\ufffd" not in delta
+        text += delta
+    assert text == tokenizer.decode(ids, skip_special_tokens=True).lstrip()
+
+
+def test_mode_selection(engine):
+    assert resolve_mode("auto", "cpu") == "plain" and resolve_mode("auto", "cuda:0") == "static"
+    with pytest.raises(ValueError):
+        resolve_mode("fast", "cpu")
+    assert type(engine_for(engine.loaded, "plain")).__name__ == "Engine"
+    eng = engine_for(engine.loaded, "static", 256, slots=2)
+    try:
+        assert isinstance(eng, SlotEngine) and eng.slots == 2 and eng.max_len == 256
+    finally:
+        eng.close()
+
+
+def test_engine_mode_setting(monkeypatch):
+    from bot.settings import load_settings
+
+    monkeypatch.setenv("COUNSEL_ENGINE_MODE", "static")
+    monkeypatch.setenv("COUNSEL_ENGINE_SLOTS", "16")
+    s = load_settings()
+    assert s.engine_mode == "static" and s.engine_slots == 16
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="CUDA graphs, fused kernels and transformers' paged continuous batching "
+                                        "need a CUDA GPU")
+def test_gpu_modes_match_the_plain_path():
+    from model.loading import ModelSpec, load
+
+    loaded = load(ModelSpec(adapter=None, device="cuda"))
+    from model.engine import Engine
+
+    reqs = _reqs()
+    ref = [Engine(loaded).generate([r])[0].text for r in reqs]
+    graphs = engine_for(loaded, "static", 512, slots=4, warmup=True)
+    try:
+        assert graphs.use_graphs and graphs.graphs
+        assert [g.text for g in graphs.generate(reqs)] == ref
+    finally:
+        graphs.close()
+    cont = engine_for(loaded, "continuous", 512, slots=4, warmup=True)
+    try:
+        assert all(g.ok and g.text for g in cont.generate(reqs))
+    finally:
+        cont.close()
