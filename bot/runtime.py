@@ -69,7 +69,7 @@ def build_runtime(s: Settings, on_crisis: CrisisAlert | None = None, engine=None
         watch_queue_depth(queue.depth)
     from bot.safety import embed  # noqa: PLC0415
 
-    embed.configure(s.safety_embedding)
+    embed.configure(s.safety_embedding, warm=True)
     manager = ConversationManager(history, state, queue, ManagerConfig.from_settings(s), on_crisis)
     return Runtime(manager, history, state, queue, engine)
 

@@ -28,9 +28,20 @@ _lock = threading.Lock()
 _default: EmbeddingScreen | None = None
 
 
-def configure(enabled: bool) -> None:
+def configure(enabled: bool, warm: bool = False) -> None:
+    """Switch the layer on or off; `warm` loads it now in a background thread, so that the first message
+    someone sends does not wait for the model to load (seconds on a busy CPU)."""
     global ENABLED
     ENABLED = enabled
+    if enabled and warm and _default is None:
+        threading.Thread(target=_warm, name="safety-embedding-warm-up", daemon=True).start()
+
+
+def _warm() -> None:
+    try:
+        default()
+    except Exception:  # the first real message will try again, and report
+        log.exception("could not load the crisis screen's embedding layer")
 
 
 class Encoder:
