@@ -12,6 +12,7 @@ It runs only when the rules found nothing, loads lazily once (first use), and ca
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 EXEMPLARS = Path(__file__).with_name("exemplars.jsonl")
+CACHE = Path.home() / ".cache" / "counsel-bot" / "safety-exemplar-vectors.pt"
 THRESHOLD = 0.60  # chosen on the first two labelled sets, before the third was measured
 MARGIN = 0.05
 ENABLED = True
@@ -83,14 +85,34 @@ def encoder() -> Encoder:
 
 
 class EmbeddingScreen:
-    def __init__(self, examples: list[dict], threshold: float = THRESHOLD, margin: float = MARGIN):
+    def __init__(self, examples: list[dict], threshold: float = THRESHOLD, margin: float = MARGIN,
+                 cache: Path | None = None):
+        """`cache`: a file for the examples' vectors (reused while the examples are unchanged)."""
         self.threshold, self.margin = threshold, margin
         self.enc = encoder()
         crisis = [e for e in examples if e["crisis"]]
         other = [e for e in examples if not e["crisis"]]
         self.categories = [e["category"] for e in crisis]
-        self.pos = self.enc([e["text"] for e in crisis])
-        self.neg = self.enc([e["text"] for e in other])
+        self.pos, self.neg = self._vectors([e["text"] for e in crisis], [e["text"] for e in other], cache)
+
+    def _vectors(self, pos: list[str], neg: list[str], cache: Path | None):
+        torch = self.enc.torch
+        key = hashlib.sha256(json.dumps([pos, neg]).encode()).hexdigest()
+        if cache is not None and cache.exists():
+            try:
+                saved = torch.load(cache, weights_only=True)
+                if saved.get("key") == key:
+                    return saved["pos"], saved["neg"]
+            except Exception:  # a damaged cache is rebuilt
+                log.warning("ignoring an unreadable embedding cache")
+        vectors = self.enc(pos), self.enc(neg)
+        if cache is not None:
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"key": key, "pos": vectors[0], "neg": vectors[1]}, cache)
+            except OSError:
+                log.warning("could not write the embedding cache")
+        return vectors
 
     def nearest(self, text: str) -> tuple[float, float, str | None]:
         """(similarity of the closest crisis example, of the closest other example, that crisis's category)."""
@@ -118,7 +140,7 @@ def load_examples(path: Path = EXEMPLARS) -> list[dict]:
 def default() -> EmbeddingScreen:
     global _default
     if _default is None:
-        built = EmbeddingScreen(load_examples())
+        built = EmbeddingScreen(load_examples(), cache=CACHE)
         with _lock:
             _default = _default or built
     return _default
