@@ -31,6 +31,12 @@ def attempts(request_id: str) -> str:
     return f"{PREFIX}:attempts:{request_id}"
 
 
+def replies(process_token: str) -> str:
+    """Stream of one bot process: workers copy its requests' chunks and results here (the `reply_to` of a
+    request), so the process waits on one blocking XREAD for all its conversations."""
+    return f"{PREFIX}:replies:{process_token}"
+
+
 WORKERS = f"{PREFIX}:workers"  # set of worker names (members may be stale: check their heartbeat key)
 
 

@@ -7,6 +7,9 @@
   once even when two workers processed it), then appends it to the outbox. A reader XREADs the outbox from the
   last id it saw, so it resumes exactly where it was after a reconnect. Chunks carry an attempt id: a reader sticks
   to the first attempt it sees and ignores chunks of a second worker that took over a dead worker's request.
+- The replies stream of a bot process (`keys.replies`): when a request names one (`reply_to`), the worker copies
+  its chunks and result there too, so a process with a thousand conversations waiting blocks on one XREAD (and one
+  connection) instead of a thousand.
 """
 
 from __future__ import annotations
@@ -16,12 +19,19 @@ from model.schema import GenerationResult, StreamChunk
 
 RESULT_TTL_S = 3600  # how long results and outboxes are kept (a request never waits longer than its deadline)
 STREAM_FIELD = b"req"  # the field of a requests-stream entry holding the GenerationRequest JSON
+REPLY_TO_FIELD = b"reply_to"  # optional field: the submitting process's replies stream (keys.replies)
+REPLIES_MAXLEN = 10_000  # a replies stream keeps about this many entries (its reader is never far behind)
 
-# KEYS[1] result key, KEYS[2] outbox; ARGV[1] result JSON, ARGV[2] ttl ms, ARGV[3] attempt id.
+# KEYS[1] result key, KEYS[2] outbox, KEYS[3] (optional) replies stream of the waiting process;
+# ARGV[1] result JSON, ARGV[2] ttl ms, ARGV[3] attempt id, ARGV[4] replies maxlen.
 PUBLISH_RESULT_LUA = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('XADD', KEYS[2], '*', 'k', 'r', 'a', ARGV[3], 'd', ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  if KEYS[3] then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'k', 'r', 'a', ARGV[3], 'd', ARGV[1])
+    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  end
   return 1
 end
 return 0
@@ -65,5 +75,5 @@ async def publish_result(redis, result: GenerationResult, attempt: str, ttl_s: f
     """Publish a request's result once: False when a result was already published (by anyone)."""
     rid = result.request_id
     n = await redis.eval(PUBLISH_RESULT_LUA, 2, keys.result(rid), keys.outbox(rid), result.model_dump_json(),
-                         int(ttl_s * 1000), attempt)
+                         int(ttl_s * 1000), attempt, REPLIES_MAXLEN)
     return bool(n)

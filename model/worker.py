@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 
 from model import keys
 from model.batching import Generator, OutputGuard, run_batch
-from model.redis_io import PUBLISH_RESULT_LUA, RESULT_TTL_S, STREAM_FIELD, chunk_fields
+from model.redis_io import (PUBLISH_RESULT_LUA, REPLIES_MAXLEN, REPLY_TO_FIELD, RESULT_TTL_S, STREAM_FIELD,
+                            chunk_fields)
 from model.schema import GenerationRequest, GenerationResult, StreamChunk, error_result
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class InferenceWorker:
         self.name = self.cfg.name
         self.stats = _Stats()
         self._publish = redis.register_script(PUBLISH_RESULT_LUA)
+        self._reply_to: dict[str, str] = {}
         self._stopping = asyncio.Event()
         self._pubsub = None
         self._failed_adapter: str | None = None
@@ -164,11 +166,16 @@ class InferenceWorker:
 
     # --- one batch -----------------------------------------------------------------------------------------------
     async def _process(self, entries: list[tuple[bytes, dict]]) -> None:
+        self._reply_to = {}  # request id -> replies stream of the process waiting for it
         ids = [eid for eid, _ in entries]
         parsed: list[tuple[bytes, GenerationRequest]] = []
         outcomes: list[GenerationResult] = []
         for eid, fields in entries:
             req, bad = _parse(fields)
+            reply_to = fields.get(REPLY_TO_FIELD)
+            rid = req.request_id if req is not None else (bad or "").partition("|")[2]
+            if reply_to and rid:
+                self._reply_to[rid] = reply_to.decode()
             if req is None:
                 self.stats.errors += 1
                 log.warning("unparseable request %s (%s)", eid.decode(), bad)
@@ -224,9 +231,12 @@ class InferenceWorker:
                 for rid, text in batch.items():
                     i = index.get(rid, 0)
                     index[rid] = i + 1
-                    p.xadd(keys.outbox(rid), chunk_fields(StreamChunk(request_id=rid, index=i, delta=text),
-                                                          attempt[rid]))
+                    fields = chunk_fields(StreamChunk(request_id=rid, index=i, delta=text), attempt[rid])
+                    p.xadd(keys.outbox(rid), fields)
                     p.expire(keys.outbox(rid), RESULT_TTL_S)
+                    if reply_to := self._reply_to.get(rid):
+                        p.xadd(reply_to, fields, maxlen=REPLIES_MAXLEN, approximate=True)
+                        p.expire(reply_to, RESULT_TTL_S)
                 await p.execute()
 
         finished = asyncio.Event()
@@ -279,8 +289,10 @@ class InferenceWorker:
         async with self.r.pipeline(transaction=True) as p:
             for res in results:
                 rid = res.request_id
-                await self._publish(keys=[keys.result(rid), keys.outbox(rid)],
-                                    args=[res.model_dump_json(), ttl_ms, attempt.get(rid, self.name)], client=p)
+                reply_to = [self._reply_to[rid]] if rid in self._reply_to else []
+                await self._publish(keys=[keys.result(rid), keys.outbox(rid), *reply_to],
+                                    args=[res.model_dump_json(), ttl_ms, attempt.get(rid, self.name),
+                                          REPLIES_MAXLEN], client=p)
             p.xack(keys.REQUESTS_STREAM, keys.WORKER_GROUP, *ids)
             p.xdel(keys.REQUESTS_STREAM, *ids)
             await p.execute()

@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from model import keys
-from model.redis_io import STREAM_FIELD, connect, decode_outbox_entry
+from model.redis_io import REPLY_TO_FIELD, STREAM_FIELD, connect, decode_outbox_entry
 from model.schema import GenerationRequest, GenerationResult, StreamChunk, Turn
 
 log = logging.getLogger(__name__)
@@ -192,46 +192,136 @@ class RedisStateStore:
 
 
 class RedisRequestQueue:
-    """Requests go to `keys.REQUESTS_STREAM` (read by `counsel-bot worker`s in `keys.WORKER_GROUP`); chunks and the
-    result come back through the request's outbox (see model.redis_io)."""
+    """Requests go to `keys.REQUESTS_STREAM` (read by `counsel-bot worker`s in `keys.WORKER_GROUP`).
+
+    Chunks and results come back through this process's replies stream (`keys.replies`, named in each request's
+    `reply_to`): one reader task blocks on it for every waiting conversation, so a thousand conversations in flight
+    need one connection, not a thousand. The reader resumes from the last entry it saw after a Redis restart. A
+    request this queue did not submit is awaited on its own outbox instead (model.redis_io).
+    """
+
+    RECHECK_S = 5.0  # a waiting request checks its result key this often, in case its replies entry was lost
 
     def __init__(self, redis, block_s: float = 1.0):
         self.r = redis
-        self.block_s = block_s  # each XREAD blocks at most this long (below the socket timeout)
+        self.block_s = block_s  # each blocking XREAD waits at most this long (below the socket timeout)
+        self.reply_key = keys.replies(secrets.token_hex(8))
+        self._waiters: dict[str, asyncio.Queue] = {}
+        self._reader: asyncio.Task | None = None
+        self._closing = False
+        self._last = "0-0"
 
     async def submit(self, request: GenerationRequest) -> None:
-        await self.r.xadd(keys.REQUESTS_STREAM, {STREAM_FIELD: request.model_dump_json()})
+        self._waiters.setdefault(request.request_id, asyncio.Queue())
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read_replies(), name="redis-replies")
+        try:
+            await self.r.xadd(keys.REQUESTS_STREAM, {STREAM_FIELD: request.model_dump_json(),
+                                                     REPLY_TO_FIELD: self.reply_key})
+        except BaseException:
+            self._waiters.pop(request.request_id, None)
+            raise
 
     async def events(self, request_id: str, timeout_s: float) -> AsyncIterator[StreamChunk | GenerationResult]:
-        """Chunks of the first worker attempt, then the result. Resumes from the last entry read after a Redis
-        restart; raises TimeoutError past `timeout_s` (nothing of this request is delivered after that)."""
-        key, last, attempt = keys.outbox(request_id), "0-0", None
+        """Chunks of the first worker attempt, then the result; TimeoutError past `timeout_s` (nothing of this
+        request is delivered after that: a late result is dropped)."""
         deadline = time.monotonic() + timeout_s
-        pause = 0.05
+        box = self._waiters.get(request_id)
+        source = self._from_box(box, deadline) if box is not None else self._from_outbox(request_id, deadline)
+        attempt = None
+        try:
+            async for item in source:
+                if item is None:  # nothing yet
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(request_id)
+                    if box is not None and (found := await self._published(request_id)) is not None:
+                        yield found  # its replies entry was lost (e.g. Redis restarted without AOF)
+                        return
+                    continue
+                who, event = item
+                if isinstance(event, GenerationResult):
+                    yield event
+                    return
+                attempt = attempt or who
+                if who == attempt:
+                    yield event
+        finally:
+            self._waiters.pop(request_id, None)
+            await source.aclose()
+
+    async def _from_box(self, box: asyncio.Queue, deadline: float):
+        """(attempt, event) pairs routed here by the reader; None when nothing came before the deadline."""
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(request_id)
             try:
-                got = await self.r.xread({key: last}, count=64, block=_ms(min(left, self.block_s)))
+                yield await asyncio.wait_for(box.get(), max(0.0, min(self.RECHECK_S, deadline - time.monotonic())))
+            except TimeoutError:
+                yield None
+
+    async def _published(self, request_id: str) -> GenerationResult | None:
+        try:
+            raw = await self.r.get(keys.result(request_id))
+        except _UNAVAILABLE:
+            return None
+        return GenerationResult.model_validate_json(raw) if raw else None
+
+    async def _read_replies(self) -> None:
+        """The one reader of this process's replies stream: routes entries to the waiting conversations."""
+        pause = 0.05
+        while not self._closing:
+            try:
+                got = await self.r.xread({self.reply_key: self._last}, count=512, block=_ms(self.block_s))
             except _UNAVAILABLE:
-                log.warning("Redis unavailable while awaiting a result; retrying")
-                await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                log.warning("Redis unavailable while awaiting results; retrying")
+                await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
+                continue
+            except Exception:  # never a dead reader: every conversation of this process waits on it
+                log.exception("reading the replies stream failed")
+                await asyncio.sleep(1.0)
                 continue
             pause = 0.05
             for _stream, entries in got or []:
                 for entry_id, fields in entries:
+                    self._last = entry_id
+                    try:
+                        who, event = decode_outbox_entry(fields)
+                    except Exception:
+                        log.warning("undecodable reply entry %s", entry_id)
+                        continue
+                    box = self._waiters.get(event.request_id)
+                    if box is not None:
+                        box.put_nowait((who, event))
+
+    async def _from_outbox(self, request_id: str, deadline: float):
+        """(attempt, event) pairs read straight from a request's outbox, resuming from the last id read after a
+        reconnect; None after each wait with nothing new. Blocks at most until the deadline."""
+        key, last, pause = keys.outbox(request_id), "0-0", 0.05
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                yield None
+                continue
+            try:
+                got = await self.r.xread({key: last}, count=64, block=_ms(min(left, self.block_s)))
+            except _UNAVAILABLE:
+                await asyncio.sleep(min(pause, left))
+                pause = min(pause * 2, 1.0)
+                continue
+            if not got:
+                yield None
+            pause = 0.05
+            for _stream, entries in got or []:
+                for entry_id, fields in entries:
                     last = entry_id
-                    who, event = decode_outbox_entry(fields)
-                    if isinstance(event, GenerationResult):
-                        yield event
-                        return
-                    attempt = attempt or who
-                    if who == attempt:
-                        yield event
+                    yield decode_outbox_entry(fields)
 
     async def close(self) -> None:
+        self._closing = True
+        if self._reader is not None:  # it notices within block_s (cancelling a blocked Redis call is unsafe)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reader), self.block_s + 1)
+            except (TimeoutError, Exception):
+                self._reader.cancel()
         await self.r.aclose()
 
 

@@ -117,7 +117,8 @@ async def test_a_request_already_answered_is_not_generated_again(running, runtim
     r = connect(redis_url, 2.0)
     req = GenerationRequest(message="hello again", sampling=GREEDY)
     await publish_result(r, GenerationResult(request_id=req.request_id, text="first answer"), "earlier-worker")
-    await runtime.queue.submit(req)  # e.g. a worker died after publishing, before acknowledging
+    # e.g. a worker died after publishing, before acknowledging: the request is still in the stream
+    await r.xadd(keys.REQUESTS_STREAM, {STREAM_FIELD: req.model_dump_json()})
     await running()
     async with asyncio.timeout(30):
         while await r.xlen(keys.REQUESTS_STREAM):
