@@ -202,7 +202,7 @@ if __name__ == "__main__":
     ap.add_argument("--redis-url", default=None, help="use this Redis instead of starting one (it gets written!)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--rates", type=float, nargs="+", default=[200.0])
+    ap.add_argument("--rates", type=float, nargs="+", default=[100.0, 200.0])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=64)
