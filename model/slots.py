@@ -156,7 +156,8 @@ class SlotEngine(Engine):
 
     def __init__(self, loaded: LoadedModel, max_context_tokens: int | None = None, slots: int = 64,
                  use_cuda_graphs: bool | None = None, length_step: int | None = None, prefill_token_budget: int = 4096,
-                 fuse: bool | None = None, packed_prefill: bool | None = None, matmul_attention: bool | None = None):
+                 fuse: bool | None = None, packed_prefill: bool | None = None, matmul_attention: bool | None = None,
+                 triton_attention: bool | None = None):
         import torch
 
         super().__init__(loaded, max_context_tokens)
@@ -171,8 +172,14 @@ class SlotEngine(Engine):
         # One length (the whole slot) by default: contiguous K/V for attention; shorter buckets read less but slice.
         on_gpu = self.device.type == "cuda"
         self.matmul_attention = on_gpu if matmul_attention is None else matmul_attention
-        # SDPA wants contiguous K/V (one length); the matrix-vector attention reads only a 256-multiple prefix
-        step = length_step or (256 if self.matmul_attention else self.max_len)
+        self.triton_attention = False
+        if (on_gpu if triton_attention is None else triton_attention):
+            from model.fused import triton_attention_works
+
+            self.triton_attention = triton_attention_works(self.device)
+        # SDPA wants contiguous K/V (one length); the matrix-vector attention reads only a 256-multiple prefix; the
+        # Triton kernel reads only each row's own length, so one graph per batch size does
+        step = length_step or (256 if self.matmul_attention and not self.triton_attention else self.max_len)
         self.length_buckets = length_buckets(self.max_len, step)
         self.packed_prefill = on_gpu if packed_prefill is None else packed_prefill
         if fuse if fuse is not None else self.use_graphs:
@@ -180,7 +187,11 @@ class SlotEngine(Engine):
 
             fuse_small_ops(self.model)
         self._attn_before = self.model.config._attn_implementation
-        if self.matmul_attention:
+        if self.triton_attention:
+            from model.fused import use_triton_slot_attention
+
+            use_triton_slot_attention(self.model)
+        elif self.matmul_attention:
             from model.fused import use_slot_attention
 
             use_slot_attention(self.model)
@@ -229,7 +240,9 @@ class SlotEngine(Engine):
     # ------------------------------------------------------------------ public interface
     @property
     def description(self) -> dict:
-        return {**super().description, "mode": "static", "slots": self.slots, "cuda_graphs": self.use_graphs}
+        attention = "triton" if self.triton_attention else "matmul" if self.matmul_attention else "sdpa"
+        return {**super().description, "mode": "static", "slots": self.slots, "cuda_graphs": self.use_graphs,
+                "decode_attention": attention}
 
     def generate(self, requests: Sequence[GenerationRequest], on_delta: DeltaCallback | None = None
                  ) -> list[GenerationResult]:
