@@ -227,6 +227,21 @@ def main() -> None:
         del eng
         free()
 
+    if "static-triton" in only:  # opt-in decode attention that reads only each row's valid K/V
+        from model.slots import SlotEngine
+
+        t0 = time.perf_counter()
+        eng = SlotEngine(lm, args.context, slots=args.concurrent, triton_attention=True)
+        eng.eos_ids = NO_EOS
+        eng.warmup()
+        name = f"bf16, LoRA merged, static slot cache + CUDA graphs, {eng.description['decode_attention']} attention"
+        record(name, mode="static", batch=1, warmup_s=time.perf_counter() - t0, **batch1(eng, one, 256))
+        concurrent(eng, reqs[:8], 0.5, args.timeout)
+        record(name, mode="static", batch=args.concurrent, **concurrent(eng, reqs, args.spread, args.timeout))
+        eng.close()
+        del eng
+        free()
+
     if "static" in only:
         from model.slots import SlotEngine
 

@@ -173,7 +173,7 @@ class SlotEngine(Engine):
         on_gpu = self.device.type == "cuda"
         self.matmul_attention = on_gpu if matmul_attention is None else matmul_attention
         self.triton_attention = False
-        if (on_gpu if triton_attention is None else triton_attention):
+        if on_gpu and triton_attention:  # opt-in: not yet measured on a GPU (see benchmarks/RESULTS.md)
             from model.fused import triton_attention_works
 
             self.triton_attention = triton_attention_works(self.device)
