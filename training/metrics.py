@@ -321,8 +321,9 @@ class Check:
         status = "PASS" if self.passed else "FAIL"
         if self.value is None:
             return f"{status} {self.name}: {self.note}"
+        value = f"{self.value:.3f}" if self.rule.startswith("candidate/base") else f"{self.value:+.4g}"
         return (f"{status} {self.name}: base {self.base:.4g}, candidate {self.candidate:.4g}, "
-                f"{self.rule.split(' ')[0]} = {self.value:+.4g} (need {self.rule})")
+                f"{self.rule.split(' ')[0]} = {value} (need {self.rule})")
 
 
 def _num(x: Any) -> float | None:
