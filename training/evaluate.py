@@ -507,7 +507,8 @@ def cli(
     # Idle OpenMP threads sleep instead of spinning: on a shared 2-core machine spinning threads made this
     # run ~10x slower. An explicit OMP_WAIT_POLICY in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         th = load_thresholds(thresholds, threshold or []) if (compare or thresholds or threshold) else None
     except (OSError, ValueError) as e:
