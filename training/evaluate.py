@@ -59,7 +59,9 @@ class EvalConfig:
     limit: int | None = 100  # held-out questions (each with all its reference answers); None = all
     adapters: list[str] | None = None  # None = the default adapter `make chat` uses, if one exists; [] = none
     base: str | None = None  # None = the embedded SmolLM2
-    seed: int = 0
+    seed: int = 0  # sampling
+    split_seed: int = 0  # the train/eval split of sources without a split column (as the training recipe's seed)
+    eval_fraction: float = 0.1  # ditto (the recipe's eval_fraction)
     max_new_tokens: int = 160
     temperature: float = 0.0  # 0 = greedy; > 0 = sampling seeded with `seed`
     top_p: float = 0.9
@@ -105,6 +107,16 @@ def select_questions(qas: Sequence[Any], limit: int | None) -> tuple[list[Questi
         by_id[qa.question_id][1].append(len(refs))
         refs.append(qa.answer)
     return [Question(q, by_id[q][0], tuple(by_id[q][1])) for q in order], refs
+
+
+def held_out_questions(cfg: EvalConfig) -> tuple[list[Question], list[str]]:
+    """The questions to evaluate on, and their reference answers."""
+    from training.data import load_split
+
+    # The split's own seed and fraction, not the sampling seed: they must match training's (recipe defaults),
+    # or questions the adapter was trained on could land in the held-out set of a source without a split column.
+    qas = load_split(cfg.data, "eval", eval_fraction=cfg.eval_fraction, seed=cfg.split_seed)
+    return select_questions(qas, cfg.limit)
 
 
 def adapter_label(adapter: str, taken: Sequence[str] = ()) -> str:
@@ -268,12 +280,10 @@ def run(cfg: EvalConfig) -> EvalResult:
 
     from model.engine import Engine
     from model.loading import ModelSpec, load
-    from training.data import load_split
 
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    qas = load_split(cfg.data, "eval", seed=cfg.seed)
-    questions, references = select_questions(qas, cfg.limit)
+    questions, references = held_out_questions(cfg)
     if not questions:
         raise ValueError(f"no held-out questions in {cfg.data}")
     targets, notes = models_to_evaluate(cfg.base, cfg.adapters)
@@ -484,7 +494,11 @@ def cli(
     base_only: Annotated[bool, typer.Option("--base-only", help="evaluate the base model alone")] = False,
     base: Annotated[Optional[str], typer.Option(help="base model (hub id, folder, .gguf); default: the embedded "
                                                      "SmolLM2")] = None,
-    seed: Annotated[int, typer.Option(help="seed for sampling (and anything random)")] = 0,
+    seed: Annotated[int, typer.Option(help="seed for sampling")] = 0,
+    split_seed: Annotated[int, typer.Option(help="data without a split column: the train/eval split's seed (use "
+                                                 "the training recipe's `seed`)")] = 0,
+    eval_fraction: Annotated[float, typer.Option(help="data without a split column: the held-out share (the "
+                                                      "recipe's `eval_fraction`)")] = 0.1,
     max_new_tokens: Annotated[int, typer.Option(help="reply length limit")] = 160,
     temperature: Annotated[float, typer.Option(help="0 = greedy; > 0 = sampling seeded with --seed")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="questions generated together")] = 16,
@@ -528,7 +542,8 @@ def cli(
     from model.loading import ModelNotFound
 
     cfg = EvalConfig(data=data, out=out, limit=limit or None, adapters=[] if base_only else adapter,
-                     base=base, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
+                     base=base, seed=seed, split_seed=split_seed, eval_fraction=eval_fraction,
+                     max_new_tokens=max_new_tokens, temperature=temperature,
                      batch_size=batch_size, max_reference_tokens=max_reference_tokens, safety_set=safety_set,
                      progress=not no_progress, thresholds=th)
     try:

@@ -153,3 +153,21 @@ def test_report_renders_gate_and_missing_safety_set(tmp_path):
     assert "## Gate: `cand` vs `base`: PASS" in report and "> The safety set x is missing." in report
     assert "- **cand**: Breathe slowly." in report
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"base": base, "cand": cand}
+
+
+def test_the_sampling_seed_does_not_move_the_held_out_split(tmp_path):
+    """Without a split column the held-out questions depend on the split seed (as in training), never on --seed."""
+    src = tmp_path / "qa.jsonl"
+    src.write_text("".join(json.dumps({"Context": f"Question number {i} about my worries?",
+                                       "Response": f"A considered answer to question {i}, long enough to keep."}) + "\n"
+                           for i in range(40)))
+    base = E.EvalConfig(data=str(src), limit=None)
+    held_out = [q.text for q in E.held_out_questions(base)[0]]
+    assert len(held_out) == 4
+    assert [q.text for q in E.held_out_questions(E.EvalConfig(data=str(src), limit=None, seed=7))[0]] == held_out
+    assert [q.text for q in E.held_out_questions(E.EvalConfig(data=str(src), limit=None, split_seed=7))[0]
+            ] != held_out
+    from training.data import load_split
+
+    train = {qa.question for qa in load_split(str(src), "train")}
+    assert train.isdisjoint(held_out)
