@@ -13,6 +13,7 @@ import logging
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bot import texts
@@ -31,6 +32,7 @@ StartCallback = Callable[[], Awaitable[None]]
 CrisisAlert = Callable[[IncomingMessage, Screening], Awaitable[None]]
 
 DEDUPE_TTL_S = 24 * 3600
+_SCREEN_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crisis-screen")
 
 
 @dataclass
@@ -127,8 +129,9 @@ class ConversationManager:
 
         # Crisis first: screened before rate limits and before any waiting.
         # In a thread: the embedding layer is CPU work (and loads MiniLM on first use); the event loop must stay
-        # free to acknowledge other events (Slack's 3 s) and keep gateway heartbeats.
-        screening = await asyncio.to_thread(safety_screen, full)
+        # free to acknowledge other events (Slack's 3 s) and keep gateway heartbeats. One screening thread, first in
+        # first out: messages leave the screen in the order they arrived (one person's messages stay in order).
+        screening = await asyncio.get_running_loop().run_in_executor(_SCREEN_POOL, safety_screen, full)
         if screening.crisis:
             return await self._crisis(msg, text, screening)
         if invite_only:
