@@ -439,7 +439,7 @@ def write_chart(path: Path, metrics: dict[str, dict[str, Any]]) -> None:
         for b, v in zip(bars, vals):
             ax.annotate(f"{v:.3g}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
                         fontsize=8)
-        ax.margins(y=0.15)
+        ax.set_ylim(0, (max(vals) * 1.18) or 1.0)
     fig.suptitle("counsel-bot evaluation: base vs adapters")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
