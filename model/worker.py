@@ -2,7 +2,8 @@
 
 Reads batches from `keys.REQUESTS_STREAM` in consumer group `keys.WORKER_GROUP` (up to `batch_size` requests or
 `batch_wait_ms`), runs `model.batching.run_batch` (engine + output guard), publishes chunks and results through
-each request's outbox (model.redis_io), then XACKs and XDELs the entries. Several workers share the group.
+each request's outbox and the submitting process's replies stream (model.redis_io), then XACKs and XDELs the
+entries in the same transaction as the results. Several workers share the group.
 
 Nothing accepted is lost, nothing is answered twice:
 - entries pending longer than `claim_idle_ms` (their worker died) are taken over with XAUTOCLAIM; a live worker
