@@ -153,6 +153,7 @@ class SlotEngine(Engine):
     """Continuous batching on a static slot cache (CUDA graphs on GPUs). Same interface as `Engine`."""
 
     concurrent = True  # callers may run generate() from several threads at once and share decode steps
+    log_every_s = 30.0
 
     def __init__(self, loaded: LoadedModel, max_context_tokens: int | None = None, slots: int = 64,
                  use_cuda_graphs: bool | None = None, length_step: int | None = None, prefill_token_budget: int = 4096,
@@ -322,6 +323,7 @@ class SlotEngine(Engine):
     def _loop(self) -> None:
         import torch
 
+        last_log, last_tokens = time.monotonic(), self.stats.generated_tokens
         with torch.inference_mode():
             while True:
                 with self._cond:
@@ -352,6 +354,12 @@ class SlotEngine(Engine):
                         self._finish(seq, error=type(e).__name__)
                 self.stats.busy_seconds += time.perf_counter() - t0
                 self.stats.active = len(self._active)
+                if time.monotonic() - last_log >= self.log_every_s:  # the worker's throughput, in its log
+                    now = time.monotonic()
+                    rate = (self.stats.generated_tokens - last_tokens) / (now - last_log)
+                    log.info("slot engine: %.0f tokens/s, %d active, %d queued, %d free slots", rate,
+                             self.stats.active, self.stats.queued, len(self._free))
+                    last_log, last_tokens = now, self.stats.generated_tokens
 
     def _prefill(self, seq: _Seq) -> None:
         import torch
