@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from model import keys
 from model.batching import Generator, OutputGuard, run_batch
 from model.redis_io import (PUBLISH_RESULT_LUA, REPLIES_MAXLEN, REPLY_TO_FIELD, RESULT_TTL_S, STREAM_FIELD,
                             chunk_fields)
+from model.rollout import AdapterAnnouncements, free_accelerator_memory, same_path
 from model.schema import GenerationRequest, GenerationResult, StreamChunk, error_result
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,8 @@ class InferenceWorker:
         self._publish = redis.register_script(PUBLISH_RESULT_LUA)
         self._reply_to: dict[str, str] = {}
         self._stopping = asyncio.Event()
-        self._pubsub = None
+        self._announcements = AdapterAnnouncements(redis, self.cfg.adapter_poll_s)
         self._failed_adapter: str | None = None
-        self._next_adapter_poll = 0.0
         self._next_heartbeat = 0.0
         self._next_claim = 0.0
 
@@ -124,11 +123,7 @@ class InferenceWorker:
             await self.r.srem(keys.WORKERS, self.name)
         except Exception:
             pass
-        if self._pubsub is not None:
-            try:
-                await self._pubsub.aclose()
-            except Exception:
-                pass
+        await self._announcements.close()
 
     async def _ensure_group(self) -> None:
         from redis.exceptions import ResponseError
@@ -342,8 +337,10 @@ class InferenceWorker:
         return status
 
     async def _maybe_reload(self) -> None:
-        wanted = await self._announced_adapter()
-        if wanted is None or _same_path(wanted, self.adapter) or wanted == self._failed_adapter:
+        wanted, fresh = await self._announcements.check()
+        if fresh:
+            self._failed_adapter = None  # announced again: try again
+        if wanted is None or same_path(wanted, self.adapter) or wanted == self._failed_adapter:
             return
         if self.engine_factory is None:
             log.warning("adapter %s announced but this worker has no engine factory; keeping %s", wanted,
@@ -360,7 +357,7 @@ class InferenceWorker:
             return
         old, self.engine, self.adapter, self._failed_adapter = self.engine, engine, wanted, None
         del old
-        _free_accelerator_memory()
+        free_accelerator_memory()
         log.info("now serving adapter %s (loaded in %.1fs)", wanted, time.perf_counter() - t0)
         await self.heartbeat()
 
@@ -375,29 +372,6 @@ class InferenceWorker:
                 await self.heartbeat()
             except Exception as e:
                 log.debug("heartbeat failed: %s", e)
-
-    async def _announced_adapter(self) -> str | None:
-        """The newest path from the reload channel, else ADAPTER_CURRENT (read at most every adapter_poll_s)."""
-        latest = None
-        try:
-            if self._pubsub is None:
-                self._pubsub = self.r.pubsub(ignore_subscribe_messages=True)
-                await self._pubsub.subscribe(keys.ADAPTER_RELOAD_CHANNEL)
-            while (msg := await self._pubsub.get_message(timeout=0)) is not None:
-                if msg.get("type") == "message":
-                    latest = msg["data"].decode()
-                    self._failed_adapter = None  # announced again: try again
-        except Exception as e:
-            log.debug("reload channel unavailable: %s", e)
-            self._pubsub = None
-        if latest is not None:
-            return latest
-        now = time.monotonic()
-        if now < self._next_adapter_poll:
-            return None
-        self._next_adapter_poll = now + self.cfg.adapter_poll_s
-        current = await self.r.get(keys.ADAPTER_CURRENT)
-        return current.decode() if current else None
 
 
 def _parse(fields: dict) -> tuple[GenerationRequest | None, str | None]:
@@ -418,18 +392,3 @@ def _parse(fields: dict) -> tuple[GenerationRequest | None, str | None]:
 
 def _is_nogroup(e: Exception) -> bool:
     return "NOGROUP" in str(e)
-
-
-def _same_path(a: str | None, b: str | None) -> bool:
-    if a is None or b is None:
-        return a == b
-    return a == b or os.path.realpath(a) == os.path.realpath(b)
-
-
-def _free_accelerator_memory() -> None:
-    import gc
-
-    gc.collect()
-    torch = sys.modules.get("torch")  # only if the engine already imported it: model/worker.py stays torch-free
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
