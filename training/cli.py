@@ -46,7 +46,8 @@ def _logging(verbose: bool) -> None:
 
 def train(recipe: RecipeOpt = "smollm2-cpu", overrides: SetOpt = None, base: BaseOpt = None, data: DataOpt = None,
           max_steps: StepsOpt = None,
-          run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="default: runs/<timestamp>-<recipe>")] = None,
+          run_dir: Annotated[Optional[Path], typer.Option(
+              "--run-dir", help="default: runs/<timestamp>-<recipe>")] = None,
           verbose: VerboseOpt = False) -> None:
     """Train a LoRA/QLoRA adapter from a recipe; writes the adapter, config, metrics, loss curve and data report
     into a run directory."""

@@ -180,5 +180,5 @@ def field_names() -> list[str]:
     return list(_FIELDS)
 
 
-__all__ = ["Recipe", "RecipeError", "load_recipe", "apply_overrides", "from_dict", "resolve_path", "resolve_data", "field_names",
-           "RECIPES_DIR"]
+__all__ = ["Recipe", "RecipeError", "load_recipe", "apply_overrides", "from_dict", "resolve_path", "resolve_data",
+           "field_names", "RECIPES_DIR"]

@@ -79,13 +79,13 @@ def rollback(registry: AdapterRegistry, redis_url: str | None, dry_run: bool = F
 def plan(recipe: Recipe, registry: AdapterRegistry, candidate: Path | None, redis_url: str | None,
          tolerance: float) -> Outcome:
     current = registry.current_label()
+    against = f"{current} ({registry.current_path()})" if current else "the base model (no adapter in service)"
     lines = [
         f"recipe   : {recipe.name} (base {recipe.base or 'embedded SmolLM2'}, 4-bit {recipe.load_in_4bit}, "
         f"steps {recipe.max_steps if recipe.max_steps > 0 else f'{recipe.num_train_epochs} epochs'})",
         f"data     : {resolve_data(recipe.data)} (held-out split, up to {recipe.eval_limit or 'all'} answers)",
         f"candidate: {candidate if candidate else f'would train a new adapter into {recipe.output_root}/<timestamp>'}",
-        f"compare  : with {current or 'the base model (no adapter in service)'} "
-        f"({registry.current_path() or 'no adapter'}), promote if perplexity is at most {1 + tolerance:.3f}x",
+        f"compare  : with {against} on held-out answers; promote if perplexity is at most {1 + tolerance:.3f}x",
         f"promote  : would copy to {registry.root / registry.next_version()} and point "
         f"{registry.root / 'current'} at it",
         f"notify   : {'PUBLISH on Redis ' + redis_url if redis_url else 'no Redis configured'}",
