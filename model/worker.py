@@ -55,6 +55,8 @@ class WorkerConfig:
     max_attempts: int = 3  # deliveries of one request before it gets an error result
     heartbeat_s: float = 5.0
     chunk_flush_ms: int = 50  # streamed text is published at most this often per batch
+    max_inflight_batches: int = 8  # with an engine that shares decode steps across calls (`concurrent`), batches
+    # read while others generate join the running decode (continuous batching); 1 for other engines
     adapter_poll_s: float = 1.0  # how often ADAPTER_CURRENT is read (the reload channel is instant)
     name: str = field(default_factory=_default_name)
 
@@ -81,6 +83,7 @@ class InferenceWorker:
         self._publish = redis.register_script(PUBLISH_RESULT_LUA)
         self._reply_to: dict[str, str] = {}
         self._stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task] = set()
         self._announcements = AdapterAnnouncements(redis, self.cfg.adapter_poll_s)
         self._failed_adapter: str | None = None
         self._next_heartbeat = 0.0
@@ -100,12 +103,21 @@ class InferenceWorker:
             await self._ensure_group()
         except Exception as e:  # Redis not up yet: the loop below retries
             log.warning("cannot create the consumer group yet: %s", e)
+        inflight_max = self.cfg.max_inflight_batches if getattr(self.engine, "concurrent", False) else 1
         while not self._stopping.is_set():
             try:
                 await self._housekeeping()
+                if len(self._inflight) >= inflight_max:
+                    await asyncio.wait(self._inflight, timeout=self.cfg.block_ms / 1000,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 entries = await self._next_entries()
-                if entries:
+                if entries and inflight_max == 1:
                     await self._process(entries)
+                elif entries:  # new conversations join the engine's running decode instead of waiting for it
+                    task = asyncio.create_task(self._process_logged(entries))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._inflight.discard)
                 pause = 0.1
             except Exception as e:  # never a dead worker: Redis away, a bug in one batch, ...
                 if _is_nogroup(e):
@@ -114,8 +126,16 @@ class InferenceWorker:
                 log.warning("worker loop error (%s: %s); retrying in %.1fs", type(e).__name__, e, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
+        if self._inflight:  # drain: every batch in hand is finished, published and acknowledged
+            await asyncio.gather(*self._inflight, return_exceptions=True)
         await self._close()
         log.info("worker %s stopped: %d requests in %d batches", self.name, self.stats.requests, self.stats.batches)
+
+    async def _process_logged(self, entries: list[tuple[bytes, dict]]) -> None:
+        try:
+            await self._process(entries)
+        except Exception:  # its entries stay pending and are claimed again; the worker goes on
+            log.exception("a concurrent batch failed")
 
     async def _close(self) -> None:
         try:
@@ -347,6 +367,8 @@ class InferenceWorker:
                         self.adapter)
             self._failed_adapter = wanted
             return
+        if self._inflight:  # the old engine finishes the batches it has; new entries wait for the new engine
+            await asyncio.gather(*self._inflight, return_exceptions=True)
         log.info("loading adapter %s", wanted)
         t0 = time.perf_counter()
         try:

@@ -181,3 +181,46 @@ async def test_worker_reloads_the_adapter_announced_on_the_channel(running, runt
     assert reply.kind == "answer" and reply.text
     assert loads == ["/nonexistent/adapter", lora_adapter]  # loaded once, not again at every poll
     await r.aclose()
+
+
+class GatedConcurrentEngine:
+    """The real engine, marked as sharing decode steps across calls (as the `static` engine of model/slots.py does
+    on a GPU); its first call waits at a gate, so a test can watch a later batch finish while the first is held."""
+
+    concurrent = True
+
+    def __init__(self, engine):
+        import threading
+
+        self.engine, self.gate, self.calls = engine, threading.Event(), 0
+
+    def generate(self, requests, on_delta=None):
+        self.calls += 1
+        if self.calls == 1:
+            self.gate.wait(120)
+        return self.engine.generate(requests, on_delta)
+
+
+async def test_a_concurrent_engine_takes_new_batches_while_one_is_in_flight(runtime, engine, redis_url):
+    gated = GatedConcurrentEngine(engine)
+    worker = InferenceWorker(connect(redis_url, 2.0), gated, None, fast_config())
+    task = asyncio.create_task(worker.run())
+    try:
+        first = GenerationRequest(message="I feel tense all day.", sampling=GREEDY)
+        second = GenerationRequest(message="My friend stopped talking to me.", sampling=GREEDY)
+        await runtime.queue.submit(first)
+        for _ in range(200):  # the first batch is in the engine, held at the gate
+            if gated.calls:
+                break
+            await asyncio.sleep(0.05)
+        await runtime.queue.submit(second)
+        _, res2 = await collect(runtime.queue, second.request_id)
+        assert res2.ok and res2.text and not gated.gate.is_set()  # answered while the first is still held
+        gated.gate.set()
+        _, res1 = await collect(runtime.queue, first.request_id)
+        assert res1.ok and res1.text and gated.calls == 2
+    finally:
+        gated.gate.set()
+        worker.stop()
+        await asyncio.wait_for(task, 60)
+        await worker.r.aclose()
