@@ -106,6 +106,7 @@ class AdapterRegistry:
         version = self.next_version()
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.root))
         try:
+            tmp.chmod(0o755)  # mkdtemp makes it private; workers may run as another user
             for f in candidate.iterdir():
                 if f.is_file():
                     shutil.copy2(f, tmp / f.name)

@@ -129,8 +129,10 @@ def build_model(recipe: Recipe, base: str | None = None, device: str | None = No
 
 # --- data --------------------------------------------------------------------------------------------------------
 
-def to_examples(rows: list[QA], tokenizer, max_length: int, report: DataReport | None = None) -> list[dict]:
-    """prompt/completion dicts in the served format; rows whose prompt leaves no room for an answer are counted."""
+def to_examples(rows: list[QA], tokenizer, max_length: int, report: DataReport | None = None,
+                split: str = "train") -> list[dict]:
+    """prompt/completion dicts in the served format; rows whose prompt leaves no room for an answer are counted
+    (in the report under "<split>: prompt too long", with their 1-based position in that split)."""
     from model.prompt import training_example
 
     out = []
@@ -139,7 +141,7 @@ def to_examples(rows: list[QA], tokenizer, max_length: int, report: DataReport |
         n_prompt = len(tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"])
         if n_prompt > max_length - MIN_COMPLETION_TOKENS:
             if report is not None:
-                report.add_drop(f"prompt longer than max_length-{MIN_COMPLETION_TOKENS} tokens", i + 1)
+                report.add_drop(f"{split}: prompt too long for max_length {max_length}", i + 1)
             continue
         out.append(ex)
     return out
@@ -156,7 +158,7 @@ def build_datasets(recipe: Recipe, tokenizer):
     if recipe.eval_limit is not None:
         eval_rows = eval_rows[:recipe.eval_limit]
     train_examples = to_examples(train_rows, tokenizer, recipe.max_length, report)
-    eval_examples = to_examples(eval_rows, tokenizer, recipe.max_length, report)
+    eval_examples = to_examples(eval_rows, tokenizer, recipe.max_length, report, split="eval")
     if not train_examples:
         raise ValueError(f"no usable training examples in {source}: {report.summary()}")
     info = {**report.as_dict(), **split_counts(train_rows, eval_rows),
@@ -194,7 +196,7 @@ def sft_config(recipe: Recipe, run_dir: Path, device: str):
         packing=recipe.padding_free, packing_strategy="bfd", padding_free=recipe.padding_free,
         completion_only_loss=True,
         logging_steps=recipe.logging_steps, logging_first_step=True,
-        save_strategy="no", eval_strategy="no", report_to="none",
+        save_strategy="no", eval_strategy="no", report_to="none", prediction_loss_only=True,
         dataloader_num_workers=0, dataset_num_proc=None,
     )
 
@@ -271,6 +273,9 @@ def save_adapter(model, path: Path, save_dtype: str | None) -> Path:
         state = {k: (v.detach().to(dt) if "lora_" in k and v.is_floating_point() else v)
                  for k, v in model.state_dict().items()}
     model.save_pretrained(path, state_dict=state)
+    card = path / "README.md"  # peft's empty model-card template (with local paths); training_report.json says more
+    if card.exists() and "[More Information Needed]" in card.read_text():
+        card.unlink()
     return path
 
 

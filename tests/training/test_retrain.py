@@ -40,6 +40,7 @@ def test_registry_versions_current_link_and_history(tmp_path):
     assert os.readlink(link) == "v0002"  # relative: the registry folder can move
     assert reg.current_path() == (reg.root / "v0002").resolve()
     assert (reg.root / "v0001" / "gate.json").exists()
+    assert (reg.root / "v0001").stat().st_mode & 0o777 == 0o755  # readable by workers running as another user
     assert json.loads((reg.current_path() / "adapter_config.json").read_text())["tag"] == "b"
     assert not [p for p in reg.root.iterdir() if p.name.startswith(".")]  # no temp leftovers
 
