@@ -282,6 +282,7 @@ def run(cfg: EvalConfig) -> EvalResult:
     from model.loading import ModelSpec, load
 
     t_start = time.perf_counter()
+    phases: dict[str, float] = {}
     torch.manual_seed(cfg.seed)
     questions, references = held_out_questions(cfg)
     if not questions:
@@ -294,10 +295,14 @@ def run(cfg: EvalConfig) -> EvalResult:
     else:
         from bot.safety import screen as screen_fn
 
+        t0 = time.perf_counter()
         screen = M.screen_scores(safety, lambda t: screen_fn(t).crisis)
+        phases["crisis_screen"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
     embedder = M.Embedder()
     reference_vecs = embedder.encode(references)
+    phases["embed_references"] = time.perf_counter() - t0
     metrics: dict[str, dict[str, Any]] = {}
     replies: dict[str, list[str]] = {}
     per_question: dict[str, list[dict]] = {}
@@ -326,6 +331,7 @@ def run(cfg: EvalConfig) -> EvalResult:
                        if screen else None),
         "machine": machine(),
         "seconds": time.perf_counter() - t_start,
+        "phase_seconds": phases,
         "notes": notes,
     }
     result = EvalResult(metrics, replies, questions, references, info)
