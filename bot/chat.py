@@ -71,7 +71,10 @@ async def _interactive_turn(rt: Runtime, msg: IncomingMessage, console) -> None:
         console.out(text[len(streamed):], end="", highlight=False)
         streamed = text
 
-    reply = await rt.manager.handle(msg, on_partial=on_partial)
+    async def on_notice(notice: str) -> None:
+        console.print(notice, style="yellow")
+
+    reply = await rt.manager.handle(msg, on_partial=on_partial, on_notice=on_notice)
     if reply is None:
         return
     if streamed and reply.text.startswith(streamed.rstrip()):

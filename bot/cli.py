@@ -56,6 +56,10 @@ def chat(
 
     s = _settings()
     _start(s, quiet=not verbose)
+    if not verbose:  # library deprecation notices are for developers, not for someone in a conversation
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not json_out
 
     async def main() -> int:

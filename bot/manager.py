@@ -104,13 +104,15 @@ class ConversationManager:
     # --- a turn ------------------------------------------------------------------------------------------------
     @observed_turn  # /metrics: replies by kind, latency, time to first token, crisis screens (bot/metrics.py)
     async def handle(self, msg: IncomingMessage, on_partial: PartialCallback | None = None, *,
-                     invite_only: bool = False, on_start: StartCallback | None = None) -> Reply | None:
+                     invite_only: bool = False, on_start: StartCallback | None = None,
+                     on_notice: PartialCallback | None = None) -> Reply | None:
         """The reply to one message, or None for a redelivery that was already answered (send nothing).
 
         `invite_only` (a public channel, where counseling is not private): commands and the crisis screen run as
         usual, anything else gets a short invitation to continue in a direct message instead of a model answer.
         `on_start` is awaited once a message is going to the model (not a duplicate, command, crisis or rate-limited
-        message), before any waiting: adapters show "thinking..." there."""
+        message), before any waiting: adapters show "thinking..." there. `on_notice`, if given, gets the
+        first-contact notice as soon as it is known (before the reply streams) instead of `Reply.notice`."""
         if msg.message_id and not await self.state.claim(f"{msg.platform}:{msg.message_id}", DEDUPE_TTL_S):
             log.info("duplicate delivery of a %s message ignored", msg.platform)
             return None
@@ -145,6 +147,9 @@ class ConversationManager:
 
         async with self.state.lock(msg.conversation_key, self.cfg.request_timeout_s + 30):
             notice = await self._first_contact(msg)
+            if notice and on_notice is not None:
+                await on_notice(notice)
+                notice = None
             careful = await self.state.get_field(msg.user_key, "careful") is not None
             if careful and is_retraction(text):
                 reply = Reply(check_in_reply(self.cfg.region), kind="check_in", notice=notice)

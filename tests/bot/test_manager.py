@@ -119,3 +119,19 @@ async def test_empty_and_too_long_messages(rt):
     assert long.kind == "answer" and long.text.startswith(texts.TRUNCATED_NOTE)
     stored = await rt.history.load("test:u1")
     assert len(stored[0].content) == rt.manager.cfg.max_message_chars
+
+
+async def test_notice_callback_comes_before_the_streamed_reply(rt):
+    events: list[tuple[str, str]] = []
+
+    async def on_notice(text: str) -> None:
+        events.append(("notice", text))
+
+    async def on_partial(text: str) -> None:
+        events.append(("partial", text))
+
+    reply = await rt.manager.handle(msg("Hello there."), on_partial=on_partial, on_notice=on_notice)
+    assert events[0] == ("notice", texts.FIRST_CONTACT) and events[1][0] == "partial"
+    assert reply.notice is None
+    again = await rt.manager.handle(msg("Still here."), on_partial=on_partial, on_notice=on_notice)
+    assert [e for e in events if e[0] == "notice"] == [("notice", texts.FIRST_CONTACT)] and again.notice is None
