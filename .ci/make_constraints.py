@@ -1,6 +1,6 @@
 """Write constraints.txt: the exact versions of this environment's packages, for the Docker image.
 
-    .venv/bin/python deploy/make_constraints.py > constraints.txt
+    .venv/bin/python .ci/make_constraints.py > constraints.txt
 
 Local version tags are dropped (this venv's `torch==2.13.0+cpu` becomes `torch==2.13.0`, which on PyPI's Linux index
 is the CUDA build the GPU image wants; torch pins its own nvidia-* CUDA libraries exactly). The project itself is
@@ -18,7 +18,7 @@ SKIP = {"counsel-bot", "pip", "setuptools", "wheel"}
 
 HEADER = """\
 # Exact versions for the Docker image (`pip install -c constraints.txt .`), generated from the development
-# environment by `python deploy/make_constraints.py > constraints.txt`. Local tags are dropped: torch==X here is the
+# environment by `python .ci/make_constraints.py > constraints.txt`. Local tags are dropped: torch==X here is the
 # CUDA build from PyPI in the image, the CPU build in the Makefile's venv.
 """
 
