@@ -100,11 +100,6 @@ def safety_check(
         sys.stdout.flush()
 
 
-def _not_yet(issue: str, what: str) -> None:
-    typer.echo(f"`counsel-bot {what}` is not implemented yet (tracked in {issue}).", err=True)
-    raise typer.Exit(3)
-
-
 @app.command()
 def worker(
     batch_size: Annotated[Optional[int], typer.Option(
