@@ -13,7 +13,7 @@ from itertools import groupby
 from typing import Any
 
 from model.loading import LoadedModel, ModelSpec, load
-from model.prompt import render_fitting
+from model.prompt import render_request
 from model.schema import SCHEMA_VERSION, GenerationRequest, GenerationResult, SamplingParams, error_result
 
 log = logging.getLogger(__name__)
@@ -92,10 +92,7 @@ class Engine:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def prompt_for(self, req: GenerationRequest) -> str:
-        budget = max(64, self.max_context - req.sampling.max_new_tokens)
-        prompt, _ = render_fitting(self.tokenizer, req.history, req.message, budget, self.count_tokens,
-                                   req.system_prompt, req.careful)
-        return prompt
+        return render_request(self.tokenizer, req, self.max_context, self.count_tokens)
 
     def generate(self, requests: Sequence[GenerationRequest], on_delta: DeltaCallback | None = None
                  ) -> list[GenerationResult]:

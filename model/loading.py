@@ -181,7 +181,6 @@ def load_tokenizer(base: str):
 
 def load(spec: ModelSpec) -> LoadedModel:
     """Base + optional adapter, ready for inference (eval mode, on its device)."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     device = pick_device(spec.device)

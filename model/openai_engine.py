@@ -24,7 +24,7 @@ from typing import Any
 
 from model.engine import DeltaCallback
 from model.loading import ModelSpec, load_tokenizer, resolve_base
-from model.prompt import render_fitting
+from model.prompt import render_request
 from model.schema import SCHEMA_VERSION, GenerationRequest, GenerationResult, error_result
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,7 @@ class OpenAIEngine:
 
     def prompt_for(self, req: GenerationRequest) -> str:
         """Exactly the prompt `model.engine.Engine` would generate from."""
-        budget = max(64, self.max_context - req.sampling.max_new_tokens)
-        prompt, _ = render_fitting(self.tokenizer, req.history, req.message, budget, self.count_tokens,
-                                   req.system_prompt, req.careful)
-        return prompt
+        return render_request(self.tokenizer, req, self.max_context, self.count_tokens)
 
     def body_for(self, req: GenerationRequest) -> dict:
         prompt = self.prompt_for(req)

@@ -143,6 +143,15 @@ def render_fitting(tokenizer: Any, history: Sequence[Turn], message: str, max_pr
         turns = turns[2:]  # the oldest user/assistant pair
 
 
+def render_request(tokenizer: Any, req: Any, max_context: int, count_tokens: Callable[[str], int] | None = None) -> str:
+    """The prompt for a `GenerationRequest`: the newest history that leaves room for `max_new_tokens` in the
+    context (every engine, local or remote, generates from exactly this)."""
+    budget = max(64, max_context - req.sampling.max_new_tokens)
+    prompt, _ = render_fitting(tokenizer, req.history, req.message, budget, count_tokens, req.system_prompt,
+                               req.careful)
+    return prompt
+
+
 def training_example(tokenizer: Any, question: str, answer: str, system_prompt: str | None = None) -> dict:
     """A prompt/completion pair in exactly the served format (for trl's completion-only loss)."""
     prompt = render(tokenizer, [], question, system_prompt)

@@ -6,17 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bot import texts
-from bot.runtime import build_runtime
-from bot.settings import Settings
 from bot.types import IncomingMessage
-
-
-@pytest.fixture
-async def rt(engine):
-    runtime = build_runtime(Settings(max_new_tokens=8, temperature=0.0, rate_limit_messages=100,
-                                     safety_embedding=False), engine=engine)
-    yield runtime
-    await runtime.close()
 
 
 def msg(text: str, user: str = "u1") -> IncomingMessage:

@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 
 from bot import texts
-from bot.runtime import build_runtime
 from bot.safety import embed
 from bot.safety.screen import CATEGORIES, is_retraction, normalize, screen, screen_rules
-from bot.settings import Settings
 from bot.types import IncomingMessage
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -165,14 +163,6 @@ def test_screen_uses_the_embedding_layer_only_when_enabled():
 
 
 # --- careful mode through the manager -------------------------------------------------------------------------
-@pytest.fixture
-async def rt(engine):
-    runtime = build_runtime(Settings(max_new_tokens=8, temperature=0.0, rate_limit_messages=100,
-                                     safety_embedding=False), engine=engine)
-    yield runtime
-    await runtime.close()
-
-
 def msg(text: str, user: str = "u1") -> IncomingMessage:
     return IncomingMessage(platform="test", user_id=user, text=text)
 
