@@ -95,6 +95,15 @@ class ReplyDelivery:
         self._shown: list[str] = []
         self._last_write = float("-inf")
         self._editor = ThrottledEditor(self._stream, interval_s, clock)
+        self._notice: str | None = None
+
+    async def notice(self, text: str) -> None:
+        """The first-contact notice, shown as the first message before the reply starts streaming."""
+        self._notice = text
+        try:
+            await self._show([text])
+        except discord.HTTPException as e:  # finish() delivers it with the reply
+            log.warning("notice failed (%s %s)", e.status, e.code)
 
     async def partial(self, text: str) -> None:
         try:
@@ -103,7 +112,8 @@ class ReplyDelivery:
             log.warning("streaming update failed (%s %s)", e.status, e.code)
 
     async def finish(self, reply: Reply) -> list[discord.Message]:
-        parts = ([reply.notice] if reply.notice else []) + split_message(reply.text, DISCORD_LIMIT)
+        notice = reply.notice or self._notice
+        parts = ([notice] if notice else []) + split_message(reply.text, DISCORD_LIMIT)
         if any(i < len(self._shown) and self._shown[i] != p for i, p in enumerate(parts)):
             left = self.interval_s - (self.clock() - self._last_write)
             if left > 0:  # the final edit keeps the one-edit-per-second pace too
@@ -116,7 +126,7 @@ class ReplyDelivery:
 
     async def _stream(self, text: str) -> None:
         if text.strip():
-            await self._show(split_message(text, DISCORD_LIMIT))
+            await self._show(([self._notice] if self._notice else []) + split_message(text, DISCORD_LIMIT))
 
     async def _show(self, parts: list[str]) -> None:
         """Make the channel show `parts`: edit the messages that differ, send the ones that are new."""
@@ -193,7 +203,8 @@ class CounselBot(discord.Client):
         delivery = ReplyDelivery(message.channel, reference=None if incoming.is_private else message)
         try:
             async with typing_indicator(message.channel):
-                reply = await self.manager.handle(incoming, on_partial=delivery.partial, invite_only=invite_only)
+                reply = await self.manager.handle(incoming, on_partial=delivery.partial, invite_only=invite_only,
+                                                  on_notice=delivery.notice)
                 if reply is not None:
                     await delivery.finish(reply)
         except discord.HTTPException as e:

@@ -81,6 +81,10 @@ async def test_a_dm_gets_typing_the_notice_then_a_streamed_answer(make_bot, rest
     history = await rt.history.load(USER_KEY)
     assert [t.role for t in history] == ["user", "assistant"]
     assert seen == [texts.FIRST_CONTACT, history[-1].content.strip()], "notice first, then the model's answer"
+    writes = [c for c in dm_calls if "/messages" in c.path]
+    assert writes[0].method == "POST" and writes[0].json["content"] == texts.FIRST_CONTACT, \
+        "the notice is the first thing sent, before the answer streams (no message edited into the notice)"
+    assert all(c.json["content"] != texts.FIRST_CONTACT for c in writes[1:])
     assert rest.to(GUILD_CHANNEL_ID) == [] and rest.to(ADMIN_CHANNEL_ID) == []
 
     before = len(rest.calls)
