@@ -13,7 +13,7 @@ import typer
 log = logging.getLogger(__name__)
 
 RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="a YAML file, or a name in training/recipes/ "
-                                                                "(smollm2-cpu, smollm2-qlora, llama2-7b-qlora)")]
+                                                                "(smollm2-cpu, smollm2-lora, smollm2-qlora, llama2-7b-qlora)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", metavar="KEY=VALUE",
                                                       help="override a recipe field (repeatable), e.g. max_steps=20")]
 BaseOpt = Annotated[Optional[str], typer.Option("--base", help="base model: hub id, HF folder or .gguf "

@@ -57,6 +57,7 @@ class Recipe:
     max_grad_norm: float = 1.0
     optim: str = "adamw_torch"
     weight_decay: float = 0.0
+    neftune_noise_alpha: float | None = None  # NEFTune: uniform noise on input embeddings while training
     num_train_epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides num_train_epochs
     per_device_train_batch_size: int = 8

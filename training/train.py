@@ -182,7 +182,7 @@ def sft_config(recipe: Recipe, run_dir: Path, device: str):
         seed=recipe.seed, data_seed=recipe.seed,
         learning_rate=recipe.learning_rate, lr_scheduler_type=recipe.lr_scheduler_type,
         warmup_steps=recipe.warmup_ratio, max_grad_norm=recipe.max_grad_norm, optim=recipe.optim,
-        weight_decay=recipe.weight_decay,
+        weight_decay=recipe.weight_decay, neftune_noise_alpha=recipe.neftune_noise_alpha,
         num_train_epochs=recipe.num_train_epochs, max_steps=recipe.max_steps,
         per_device_train_batch_size=recipe.per_device_train_batch_size,
         per_device_eval_batch_size=recipe.per_device_eval_batch_size,

@@ -18,7 +18,7 @@ from training.recipe import RECIPES_DIR, Recipe, RecipeError, apply_overrides, l
 
 def test_every_shipped_recipe_parses():
     names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-    assert names == ["llama2-7b-qlora", "smollm2-cpu", "smollm2-qlora"]
+    assert names == ["llama2-7b-qlora", "smollm2-cpu", "smollm2-lora", "smollm2-qlora"]
     for name in names:
         r = load_recipe(name)
         assert r.name == name and r.target_modules
