@@ -36,18 +36,19 @@ python3 -c "from model.loading import converted_gguf; from pathlib import Path; 
 print(converted_gguf(Path('$GGUF'), Path.home() / '.cache' / 'counsel-bot'))" 2>&1 | tail -1 | tee -a "$OUT/log.txt"
 
 t0=$(date +%s)
+W=$(mktemp -d /tmp/sweep.XXXX)  # run folders, and the adapters under their variant names for the eval
 names=()
 while read -r name overrides; do
   [ -z "$name" ] && continue
   names+=("$name")
   sets=(); for o in $overrides; do sets+=(--set "$o"); done
   ( timeout "${TRAIN_TIMEOUT:-330}" bash -c "$(declare -f cli); cli train --recipe '${RECIPE:-smollm2-lora}' --base '$GGUF' \
-      --data '$DATA' --run-dir /tmp/sweep/$name ${sets[*]}" > "$OUT/train_$name.log" 2>&1
+      --data '$DATA' --run-dir $W/$name ${sets[*]}" > "$OUT/train_$name.log" 2>&1
     echo "$name: train exit $? after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/log.txt" ) &
 done <<< "$SWEEP"
 wait
 for name in "${names[@]}"; do
-  d=/tmp/sweep/$name
+  d=$W/$name
   [ -d "$d/adapter" ] || continue
   mkdir -p "$OUT/adapters/$name" && cp -r "$d/adapter/." "$OUT/adapters/$name/"
   cp "$d/metrics.json" "$OUT/adapters/$name/train_metrics.json" 2>/dev/null
@@ -55,8 +56,8 @@ for name in "${names[@]}"; do
 done
 # Labels are the adapter folders' names: give each its variant's name.
 eval_adapters=()
-for name in "${names[@]}"; do [ -d "/tmp/sweep/$name/adapter" ] && mkdir -p /tmp/eval-adapters \
-  && cp -r "/tmp/sweep/$name/adapter" "/tmp/eval-adapters/$name" && eval_adapters+=(--adapter "/tmp/eval-adapters/$name"); done
+for name in "${names[@]}"; do [ -d "$W/$name/adapter" ] && mkdir -p $W/eval \
+  && cp -r "$W/$name/adapter" "$W/eval/$name" && eval_adapters+=(--adapter "$W/eval/$name"); done
 timeout "${EVAL_TIMEOUT:-300}" bash -c "$(declare -f cli); cli eval --data '$DATA' --limit ${EVAL_LIMIT:-100} \
   --base '$GGUF' ${eval_adapters[*]} --out '$OUT/eval' --no-progress" > "$OUT/eval.log" 2>&1
 echo "eval exit $? after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/log.txt"

@@ -49,6 +49,7 @@ class Option:
     padding_free: bool = False
     liger: bool = False
     batch: int = 4
+    varlen: bool = False  # padding-free rows through PyTorch's flash varlen kernel, no mask (training/attention.py)
 
 
 def rows_of(tok, seq_len: int, n_rows: int):
@@ -92,16 +93,18 @@ def build(opt: Option):
 
         recipe = Recipe(base=str(SAVED), load_in_4bit=opt.four_bit, bf16=True, lora_r=64, lora_alpha=16,
                         lora_dropout=0.1, target_modules=["q_proj", "v_proj"],
-                        gradient_checkpointing=opt.checkpointing)
+                        gradient_checkpointing=opt.checkpointing, attn_implementation="varlen" if opt.varlen else None)
         model = load_base_model(recipe, str(SAVED), "cuda")
     except ImportError:
         from transformers import AutoModelForCausalLM
 
         from model.loading import quantization_config
 
+        from training import attention
+
         model = AutoModelForCausalLM.from_pretrained(
             SAVED, dtype=torch.bfloat16, quantization_config=quantization_config(opt.four_bit),
-            device_map={"": "cuda"})
+            device_map={"": "cuda"}, attn_implementation=attention.register() if opt.varlen else None)
     if opt.liger:
         from liger_kernel.transformers import apply_liger_kernel_to_llama
 
@@ -174,6 +177,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="steps per option (2 warm-up)")
     ap.add_argument("--curve-steps", type=int, default=50, help="steps of the loss-curve runs")
     ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--only", default="", help="comma-separated option keys to run (default: all); the notebook "
+                    "baseline always runs")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = out_dir()
@@ -204,24 +209,42 @@ def main() -> None:
         (out / "training.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 
     base = Option("notebook: NF4, fp32 upcast, checkpointing, 4x2048 concatenated")
-    options = [
-        replace(base, name="+ padding-free (position ids)", padding_free=True),
-        replace(base, name="+ padding-free, bf16 norms/head", padding_free=True, upcast=False),
-        replace(base, name="+ padding-free, bf16 norms/head, no checkpointing", padding_free=True, upcast=False,
-                checkpointing=False),
-        replace(base, name="+ padding-free, Liger, no checkpointing", padding_free=True, upcast=False,
-                checkpointing=False, liger=True),
-        replace(base, name="+ padding-free, Liger, no checkpointing, batch 8", padding_free=True, upcast=False,
-                checkpointing=False, liger=True, batch=8),
-        Option("bf16 LoRA on bf16 base, padding-free, Liger, no checkpointing", four_bit=False, upcast=False,
-               checkpointing=False, padding_free=True, liger=True),
-        Option("bf16 LoRA on bf16 base, padding-free, Liger, no checkpointing, batch 8", four_bit=False,
-               upcast=False, checkpointing=False, padding_free=True, liger=True, batch=8),
-    ]
+    fast = dict(padding_free=True, upcast=False, checkpointing=False, liger=True)
+    bf16 = dict(four_bit=False, **fast)
+    options = {
+        "pf": replace(base, name="+ padding-free (position ids)", padding_free=True),
+        "pf-bf16norms": replace(base, name="+ padding-free, bf16 norms/head", padding_free=True, upcast=False),
+        "pf-nockpt": replace(base, name="+ padding-free, bf16 norms/head, no checkpointing", padding_free=True,
+                             upcast=False, checkpointing=False),
+        "q-liger": replace(base, name="+ padding-free, Liger, no checkpointing", **fast),
+        "q-liger-b8": replace(base, name="+ padding-free, Liger, no checkpointing, batch 8", batch=8, **fast),
+        "q-varlen": replace(base, name="+ padding-free (varlen), Liger, no checkpointing", varlen=True, **fast),
+        "q-varlen-b8": replace(base, name="+ padding-free (varlen), Liger, no checkpointing, batch 8", varlen=True,
+                               batch=8, **fast),
+        "bf16-liger": Option("bf16 LoRA on bf16 base, padding-free, Liger, no checkpointing", **bf16),
+        "bf16-liger-b8": Option("bf16 LoRA on bf16 base, padding-free, Liger, no checkpointing, batch 8", batch=8,
+                                **bf16),
+        "bf16-varlen": Option("bf16 LoRA on bf16 base, padding-free (varlen), Liger, no checkpointing", varlen=True,
+                              **bf16),
+        "bf16-varlen-b8": Option("bf16 LoRA on bf16 base, padding-free (varlen), Liger, no checkpointing, batch 8",
+                                 varlen=True, batch=8, **bf16),
+    }
+    if args.only:
+        unknown = set(args.only.split(",")) - set(options)
+        if unknown:
+            raise SystemExit(f"unknown options {sorted(unknown)}; known: {', '.join(options)}")
+        options = {k: v for k, v in options.items() if k in args.only.split(",")}
+    if any(o.varlen for o in options.values()):
+        from training import attention
+
+        meta["varlen_self_check"] = attention.self_check()
+        log.info("varlen attention self-check: %s", meta["varlen_self_check"])
+        if not meta["varlen_self_check"]:
+            options = {k: v for k, v in options.items() if not v.varlen}
     baseline = run(base, rows, args.curve_steps)
     baseline["curve"] = True
     record(baseline)
-    for opt in options:
+    for opt in options.values():
         try:
             record(run(opt, rows, args.steps))
         except Exception as e:  # noqa: BLE001 - an option that fails is a result too

@@ -35,7 +35,7 @@ class Recipe:
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_use_double_quant: bool = True
     bnb_4bit_compute_dtype: str = "bfloat16"
-    attn_implementation: str | None = None  # None = transformers' default (sdpa)
+    attn_implementation: str | None = None  # None = transformers' default (sdpa); varlen = training/attention.py
     device: str = "auto"
     # --- LoRA ---
     lora_r: int = 16

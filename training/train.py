@@ -102,7 +102,11 @@ def load_base_model(recipe: Recipe, base: str, device: str, quantize: bool | Non
     # GPU: bf16 weights under bf16 autocast; CPU: fp32 weights (bf16 weights or autocast make backward far slower).
     dtype = torch.bfloat16 if use_bf16(recipe, device) and device.startswith("cuda") else torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype}
-    if recipe.attn_implementation:
+    if recipe.attn_implementation == "varlen":  # padding-free rows without a mask (training/attention.py)
+        from training import attention
+
+        kwargs["attn_implementation"] = attention.register()
+    elif recipe.attn_implementation:
         kwargs["attn_implementation"] = recipe.attn_implementation
     if four_bit:
         kwargs["quantization_config"] = quantization_config(recipe)

@@ -55,3 +55,40 @@ def test_answer_only_loss_is_the_same_with_and_without_padding_free(model_and_to
                            labels=packed["labels"], use_cache=True).loss
     assert loss_packed.item() == pytest.approx(loss_padded.item(), rel=1e-5, abs=1e-5)
     assert abs(loss_leaky.item() - loss_padded.item()) > 1e-3
+
+
+def test_sequence_boundaries_of_packed_and_padded_rows():
+    from training.attention import boundaries
+
+    pos = torch.tensor([[0, 1, 2, 0, 1, 0], [5, 6, 0, 1, 2, 3]])  # row 2 starts mid-example (a cut row)
+    valid, cu, max_len = boundaries(pos)
+    assert valid is None and cu.tolist() == [0, 3, 5, 6, 8, 12] and max_len == 4
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])  # left and right padding
+    valid, cu, max_len = boundaries(torch.arange(6).expand(2, 6), mask)
+    assert valid.tolist() == mask.bool().tolist() and cu.tolist() == [0, 4, 7] and max_len == 4
+
+
+def test_varlen_attention_gives_the_same_loss_as_sdpa(model_and_tokenizer):
+    """The `varlen` implementation (here its CPU path: SDPA with the block-diagonal mask from the same
+    boundaries) matches transformers' own SDPA on packed rows and on padded rows."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from training import attention
+
+    model, tok = model_and_tokenizer
+    examples = _examples(tok)
+    padded = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(examples)
+    packed = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(examples)
+    name = attention.register()
+    try:
+        with torch.no_grad():
+            ref_packed = model(**packed, use_cache=False).loss
+            ref_padded = model(**padded, use_cache=False).loss
+            model.set_attn_implementation(name)
+            got_packed = model(**packed, use_cache=False).loss
+            got_padded = model(**padded, use_cache=False).loss
+    finally:
+        model.set_attn_implementation("sdpa")
+    assert got_packed.item() == pytest.approx(ref_packed.item(), rel=1e-5, abs=1e-5)
+    assert got_padded.item() == pytest.approx(ref_padded.item(), rel=1e-5, abs=1e-5)
+    assert got_packed.item() == pytest.approx(got_padded.item(), rel=1e-5, abs=1e-5)
