@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 from bot import texts
 from bot.metrics import observed_turn
+from bot.safety import embed
 from bot.safety import screen as safety_screen
 from bot.safety.resources import crisis_reply
 from bot.safety.screen import Screening, check_in_reply, is_retraction
-from bot.stores import HistoryStore, RequestQueue, StateStore
+from bot.stores import Admission, HistoryStore, RequestQueue, StateStore, TurnContext, turn_gate
 from bot.types import IncomingMessage, Reply
 from model.schema import GenerationRequest, GenerationResult, SamplingParams, StreamChunk, Turn
 
@@ -75,6 +76,7 @@ class ConversationManager:
     def __init__(self, history: HistoryStore, state: StateStore, queue: RequestQueue,
                  config: ManagerConfig | None = None, on_crisis: CrisisAlert | None = None):
         self.history, self.state, self.queue = history, state, queue
+        self.gate = turn_gate(history, state)  # pre- and post-model steps (Redis: one script each)
         self.cfg = config or ManagerConfig()
         self.on_crisis = on_crisis
 
@@ -113,60 +115,78 @@ class ConversationManager:
         `on_start` is awaited once a message is going to the model (not a duplicate, command, crisis or rate-limited
         message), before any waiting: adapters show "thinking..." there. `on_notice`, if given, gets the
         first-contact notice as soon as it is known (before the reply streams) instead of `Reply.notice`."""
-        if msg.message_id and not await self.state.claim(f"{msg.platform}:{msg.message_id}", DEDUPE_TTL_S):
-            log.info("duplicate delivery of a %s message ignored", msg.platform)
-            return None
         text = clean_text(msg.text)
-        if not text:
-            return Reply(texts.INVITE_PRIVATE, kind="invite") if invite_only else Reply(texts.EMPTY, kind="invalid")
-        name = self.command(text)
-        if name is not None:
+        name = self.command(text) if text else None
+        if not text or name is not None:
+            if not await self._claim(msg):
+                return None
+            if not text:
+                return Reply(texts.INVITE_PRIVATE, kind="invite") if invite_only else Reply(texts.EMPTY,
+                                                                                            kind="invalid")
             return await self._run_command(msg, name)
         full = text  # screened whole (up to the screen's own cap): a crisis late in a long message still counts
         truncated = len(text) > self.cfg.max_message_chars
         if truncated:
             text = text[: self.cfg.max_message_chars]
-        if self.cfg.log_message_text:
-            log.info("message from %s: %r", _anon(msg.user_key), text)
 
-        # Crisis first: screened before rate limits and before any waiting.
-        # In a thread: the embedding layer is CPU work (and loads MiniLM on first use); the event loop must stay
-        # free to acknowledge other events (Slack's 3 s) and keep gateway heartbeats. One screening thread, first in
-        # first out: messages leave the screen in the order they arrived (one person's messages stay in order).
-        screening = await asyncio.get_running_loop().run_in_executor(_SCREEN_POOL, safety_screen, full)
-        if screening.crisis:
-            return await self._crisis(msg, text, screening)
-        if invite_only:
+        # Crisis first: screened before rate limits and before any waiting. The rules alone (~0.2 ms) run here;
+        # with the embedding layer (CPU work, loads MiniLM on first use) the screen runs in a thread so the event
+        # loop stays free to acknowledge other events (Slack's 3 s) and keep gateway heartbeats. One screening
+        # thread, first in first out: messages leave the screen in the order they arrived.
+        if embed.ENABLED:
+            screening = await asyncio.get_running_loop().run_in_executor(_SCREEN_POOL, safety_screen, full)
+        else:
+            screening = safety_screen(full)
+        if screening.crisis or invite_only:
+            if not await self._claim(msg):
+                return None
+            if self.cfg.log_message_text:
+                log.info("message from %s: %r", _anon(msg.user_key), text)
+            if screening.crisis:
+                return await self._crisis(msg, text, screening)
             return Reply(texts.INVITE_PRIVATE, kind="invite")
 
-        if not await self.state.allow(f"rate:{msg.user_key}", self.cfg.rate_limit_messages,
-                                      self.cfg.rate_limit_window_s):
+        # Nothing awaited between the screen and admit(): a process admits one person's messages in the order
+        # they left the screen, i.e. arrived. admit() = dedupe claim + rate limit + a place in the conversation's
+        # queue in one step (Redis: one script), so the order of a person's messages is the order of admission.
+        adm = await self.gate.admit(
+            dedupe_key=f"{msg.platform}:{msg.message_id}" if msg.message_id else None, dedupe_ttl_s=DEDUPE_TTL_S,
+            rate_key=f"rate:{msg.user_key}", rate_limit=self.cfg.rate_limit_messages,
+            rate_window_s=self.cfg.rate_limit_window_s, user_key=msg.user_key, conversation=msg.conversation_key,
+            hold_s=self.cfg.request_timeout_s + 30, history_turns=self.cfg.history_max_turns)
+        if adm.outcome == "duplicate":
+            log.info("duplicate delivery of a %s message ignored", msg.platform)
+            return None
+        if self.cfg.log_message_text:
+            log.info("message from %s: %r", _anon(msg.user_key), text)
+        if adm.outcome == "rate_limited":
             return Reply(texts.rate_limited(self.cfg.region), kind="rate_limited")
-        if on_start is not None:
-            await on_start()
-
-        async with self.state.lock(msg.conversation_key, self.cfg.request_timeout_s + 30):
-            notice = await self._first_contact(msg)
+        try:
+            if on_start is not None:
+                await on_start()
+            ctx = await adm.enter(self.cfg.request_timeout_s + 30)  # the previous turn of this conversation ended
+            notice = texts.FIRST_CONTACT if ctx.first_contact else None
             if notice and on_notice is not None:
                 await on_notice(notice)
                 notice = None
-            careful = await self.state.get_field(msg.user_key, "careful") is not None
-            if careful and is_retraction(text):
+            if ctx.careful and is_retraction(text):
                 reply = Reply(check_in_reply(self.cfg.region), kind="check_in", notice=notice)
-                await self.history.append(msg.conversation_key, Turn(role="user", content=text),
-                                          Turn(role="assistant", content=reply.text))
+                await adm.finish(Turn(role="user", content=text), Turn(role="assistant", content=reply.text))
                 return reply
-            reply = await self._generate(msg, text, careful, on_partial)
+            reply = await self._generate(msg, text, ctx, adm, on_partial)
             reply.notice = notice
             if truncated:
                 reply.text = texts.TRUNCATED_NOTE + "\n\n" + reply.text
             return reply
+        finally:
+            await adm.release()
 
-    async def _first_contact(self, msg: IncomingMessage) -> str | None:
-        if await self.state.get_field(msg.user_key, "seen") is not None:
-            return None
-        await self.state.set_field(msg.user_key, "seen", "1")
-        return texts.FIRST_CONTACT
+    async def _claim(self, msg: IncomingMessage) -> bool:
+        """False for a redelivery of a platform message already claimed (it gets no reply)."""
+        if msg.message_id and not await self.state.claim(f"{msg.platform}:{msg.message_id}", DEDUPE_TTL_S):
+            log.info("duplicate delivery of a %s message ignored", msg.platform)
+            return False
+        return True
 
     async def _crisis(self, msg: IncomingMessage, text: str, screening: Screening) -> Reply:
         log.warning("crisis screen: category=%s rule=%s user=%s", screening.category, screening.rule,
@@ -184,11 +204,10 @@ class ConversationManager:
                 log.exception("crisis alert failed")
         return reply
 
-    async def _generate(self, msg: IncomingMessage, text: str, careful: bool,
+    async def _generate(self, msg: IncomingMessage, text: str, ctx: TurnContext, adm: Admission,
                         on_partial: PartialCallback | None) -> Reply:
-        history = (await self.history.load(msg.conversation_key))[-self.cfg.history_max_turns:]
         req = GenerationRequest(request_id=request_id_for(msg), conversation=msg.conversation_key,
-                                history=history, message=text, careful=careful, sampling=self.cfg.sampling,
+                                history=ctx.history, message=text, careful=ctx.careful, sampling=self.cfg.sampling,
                                 stream=on_partial is not None,
                                 deadline=time.time() + self.cfg.request_timeout_s)
         await self.queue.submit(req)
@@ -208,8 +227,7 @@ class ConversationManager:
         if result is None or not result.ok or not result.text.strip():
             log.warning("request %s failed: %s", req.request_id, result.error if result else "no result")
             return Reply(texts.fallback(self.cfg.region), kind="fallback", request_id=req.request_id)
-        await self.history.append(msg.conversation_key, Turn(role="user", content=text),
-                                  Turn(role="assistant", content=result.text))
+        await adm.finish(Turn(role="user", content=text), Turn(role="assistant", content=result.text))
         return Reply(result.text, kind="answer", request_id=req.request_id,
                      meta={"completion_tokens": result.completion_tokens, "guarded": result.replaced})
 

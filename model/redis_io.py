@@ -10,12 +10,24 @@
 - The replies stream of a bot process (`keys.replies`): when a request names one (`reply_to`), the worker copies
   its chunks and result there too, so a process with a thousand conversations waiting blocks on one XREAD (and one
   connection) instead of a thousand.
+- `AutoPipeline`: commands that concurrent tasks issue in the same event-loop turn go to Redis as one pipeline
+  (one write, one round trip), in the order they were issued, one batch at a time: the hot path of a busy bot
+  process costs a fraction of a round trip per command, and a process's commands reach Redis in issue order.
+- `Lua`: a script run by EVALSHA, falling back to EVAL when Redis lost its script cache (a restart).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
+import weakref
+from collections.abc import Sequence
+
 from model import keys
 from model.schema import GenerationResult, StreamChunk
+
+log = logging.getLogger(__name__)
 
 RESULT_TTL_S = 3600  # how long results and outboxes are kept (a request never waits longer than its deadline)
 STREAM_FIELD = b"req"  # the field of a requests-stream entry holding the GenerationRequest JSON
@@ -36,6 +48,135 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return 0
 """
+
+# Every result of a worker's batch published once, and the batch's entries acknowledged and deleted, atomically.
+# KEYS[1] the requests stream; then 3 keys per result: result key, outbox, replies stream (or the outbox again when
+# the request names none). ARGV[1] group, ARGV[2] ttl ms, ARGV[3] replies maxlen, ARGV[4] number of results n;
+# then per result: result JSON, attempt id, '1' if it has a replies stream; then the entry ids to acknowledge.
+# Returns how many results were published (the others had a result already).
+PUBLISH_BATCH_LUA = """
+local n = tonumber(ARGV[4])
+local published = 0
+for i = 1, n do
+  local res, outbox, replies = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
+  local data, attempt, has_replies = ARGV[3 * i + 2], ARGV[3 * i + 3], ARGV[3 * i + 4]
+  if redis.call('SET', res, data, 'NX', 'PX', ARGV[2]) then
+    redis.call('XADD', outbox, '*', 'k', 'r', 'a', attempt, 'd', data)
+    redis.call('PEXPIRE', outbox, ARGV[2])
+    if has_replies == '1' then
+      redis.call('XADD', replies, 'MAXLEN', '~', ARGV[3], '*', 'k', 'r', 'a', attempt, 'd', data)
+      redis.call('PEXPIRE', replies, ARGV[2])
+    end
+    published = published + 1
+  end
+end
+if #ARGV > 3 * n + 4 then
+  local ids = {unpack(ARGV, 3 * n + 5)}
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+  redis.call('XDEL', KEYS[1], unpack(ids))
+end
+return published
+"""
+
+
+class Lua:
+    """A Lua script called by EVALSHA (its text is sent once per Redis start, not with every call)."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def command(self, keys_: Sequence, args: Sequence) -> tuple:
+        return ("EVALSHA", self.sha, len(keys_), *keys_, *args)
+
+    def fallback(self, keys_: Sequence, args: Sequence) -> tuple:
+        return ("EVAL", self.source, len(keys_), *keys_, *args)
+
+    async def __call__(self, redis, keys_: Sequence = (), args: Sequence = ()):
+        from redis.exceptions import NoScriptError
+
+        try:
+            return await redis.execute_command(*self.command(keys_, args))
+        except NoScriptError:  # Redis restarted: EVAL loads it again
+            return await redis.execute_command(*self.fallback(keys_, args))
+
+
+class AutoPipeline:
+    """Commands issued by concurrent tasks are sent in batches: everything queued while the previous batch was
+    on the wire (or in the same event-loop turn) goes out as one pipeline, on one connection, in issue order.
+
+    `call(*args)` and `script(lua, keys, args)` return the reply (or raise the command's error). Batches are sent
+    one after the other, so commands reach Redis in the order they were issued in this process: two scripts
+    issued in that order run in that order. Connection errors are retried with the client's backoff (the whole
+    batch: every command sent through here must be safe to apply twice, as a retried command already is); a
+    script Redis no longer knows (restart) is sent again with EVAL, in order, before anything after it is answered.
+    """
+
+    MAX_BATCH = 512
+
+    def __init__(self, redis):
+        self.r = redis
+        self._queue: list[tuple[tuple, tuple | None, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    def call(self, *args, fallback: tuple | None = None) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.append((args, fallback, fut))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._send())
+        return fut
+
+    def script(self, lua: Lua, keys_: Sequence = (), args: Sequence = ()) -> asyncio.Future:
+        return self.call(*lua.command(keys_, args), fallback=lua.fallback(keys_, args))
+
+    async def _send(self) -> None:
+        from redis.exceptions import NoScriptError
+
+        while self._queue:
+            batch, self._queue = self._queue[:self.MAX_BATCH], self._queue[self.MAX_BATCH:]
+            try:
+                replies = await self._execute([args for args, _, _ in batch])
+                again = [i for i, rep in enumerate(replies) if isinstance(rep, NoScriptError) and batch[i][1]]
+                if again:  # the script cache was lost (restart): EVAL those, still before the next batch
+                    for i, rep in zip(again, await self._execute([batch[i][1] for i in again])):
+                        replies[i] = rep
+            except Exception as e:
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            except BaseException as e:  # cancelled (loop closing): nobody will be answered
+                for _, _, fut in batch + self._queue:
+                    if not fut.done():
+                        fut.cancel()
+                self._queue = []
+                raise e
+            for (_, _, fut), rep in zip(batch, replies):
+                if fut.done():  # the caller gave up (timeout, cancelled)
+                    continue
+                if isinstance(rep, Exception):
+                    fut.set_exception(rep)
+                else:
+                    fut.set_result(rep)
+
+    async def _execute(self, commands: list[tuple]) -> list:
+        async with self.r.pipeline(transaction=False) as p:
+            for args in commands:
+                p.execute_command(*args)
+            return await p.execute(raise_on_error=False)
+
+
+_pipelines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def auto_pipeline(redis) -> AutoPipeline:
+    """The one AutoPipeline of a client (the stores of a process share it, so their commands batch together)."""
+    try:
+        return _pipelines[redis]
+    except KeyError:
+        _pipelines[redis] = pipe = AutoPipeline(redis)
+        return pipe
 
 
 def connect(url: str, timeout_s: float = 5.0, retries: int = 6, max_connections: int = 1024):

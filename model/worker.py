@@ -3,7 +3,7 @@
 Reads batches from `keys.REQUESTS_STREAM` in consumer group `keys.WORKER_GROUP` (up to `batch_size` requests or
 `batch_wait_ms`), runs `model.batching.run_batch` (engine + output guard), publishes chunks and results through
 each request's outbox and the submitting process's replies stream (model.redis_io), then XACKs and XDELs the
-entries in the same transaction as the results. Several workers share the group.
+entries in the same atomic script as the results (one round trip per batch). Several workers share the group.
 
 Nothing accepted is lost, nothing is answered twice:
 - entries pending longer than `claim_idle_ms` (their worker died) are taken over with XAUTOCLAIM; a live worker
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from model import keys
 from model.batching import Generator, OutputGuard, run_batch
-from model.redis_io import (PUBLISH_RESULT_LUA, REPLIES_MAXLEN, REPLY_TO_FIELD, RESULT_TTL_S, STREAM_FIELD,
+from model.redis_io import (PUBLISH_BATCH_LUA, REPLIES_MAXLEN, REPLY_TO_FIELD, RESULT_TTL_S, STREAM_FIELD, Lua,
                             chunk_fields)
 from model.rollout import AdapterAnnouncements, free_accelerator_memory, same_path
 from model.schema import GenerationRequest, GenerationResult, StreamChunk, error_result
@@ -80,7 +80,7 @@ class InferenceWorker:
         self.engine_factory, self.adapter = engine_factory, adapter
         self.name = self.cfg.name
         self.stats = _Stats()
-        self._publish = redis.register_script(PUBLISH_RESULT_LUA)
+        self._publish = Lua(PUBLISH_BATCH_LUA)
         self._reply_to: dict[str, str] = {}
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task] = set()
@@ -299,19 +299,18 @@ class InferenceWorker:
 
     async def _publish_and_ack(self, results: list[GenerationResult], attempt: dict[str, str],
                                ids: list[bytes]) -> None:
-        """One transaction: every result published once (SET NX, see model.redis_io), the entries acknowledged
-        and deleted. A retry after a lost reply is harmless: published results are not published again."""
-        ttl_ms = RESULT_TTL_S * 1000
-        async with self.r.pipeline(transaction=True) as p:
-            for res in results:
-                rid = res.request_id
-                reply_to = [self._reply_to[rid]] if rid in self._reply_to else []
-                await self._publish(keys=[keys.result(rid), keys.outbox(rid), *reply_to],
-                                    args=[res.model_dump_json(), ttl_ms, attempt.get(rid, self.name),
-                                          REPLIES_MAXLEN], client=p)
-            p.xack(keys.REQUESTS_STREAM, keys.WORKER_GROUP, *ids)
-            p.xdel(keys.REQUESTS_STREAM, *ids)
-            await p.execute()
+        """One script, one round trip, atomic: every result published once (SET NX, see model.redis_io), the
+        entries acknowledged and deleted. A retry after a lost reply is harmless: published results are not
+        published again."""
+        ks: list = [keys.REQUESTS_STREAM]
+        per_result: list = []
+        for res in results:
+            rid = res.request_id
+            reply_to = self._reply_to.get(rid)
+            ks += [keys.result(rid), keys.outbox(rid), reply_to or keys.outbox(rid)]
+            per_result += [res.model_dump_json(), attempt.get(rid, self.name), "1" if reply_to else "0"]
+        await self._publish(self.r, ks, [keys.WORKER_GROUP, RESULT_TTL_S * 1000, REPLIES_MAXLEN, len(results),
+                                         *per_result, *ids])
 
     async def _retrying(self, call, what: str, give_up_s: float = 120.0) -> None:
         """Results must get out: retry through a Redis restart (unpublished entries stay pending otherwise)."""

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
 
 from model.schema import GenerationRequest, GenerationResult, StreamChunk, Turn
 
@@ -51,3 +52,50 @@ class RequestQueue(Protocol):
         """Streamed chunks, then the result, for a submitted request. Raises TimeoutError past `timeout_s`."""
 
     async def close(self) -> None: ...
+
+
+@dataclass
+class TurnContext:
+    """What a turn learns once it holds its conversation: read in the same step that granted it."""
+
+    first_contact: bool  # this person's first turn ever (or since /forget): the notice goes with the reply
+    careful: bool  # careful mode is on (a crisis was screened recently)
+    history: list[Turn] = field(default_factory=list)  # the conversation's newest turns, oldest first
+
+
+@runtime_checkable
+class Admission(Protocol):
+    """One message let into its conversation's queue (`TurnGate.admit`)."""
+
+    outcome: Literal["admitted", "duplicate", "rate_limited"]
+
+    async def enter(self, timeout_s: float) -> TurnContext:
+        """Wait for this message's turn (messages of a conversation go in admission order); TimeoutError after
+        `timeout_s`."""
+
+    async def finish(self, *turns: Turn) -> None:
+        """Store the turn's messages in the history and let the next message of the conversation in."""
+
+    async def release(self) -> None:
+        """Let the next message in without storing anything (idempotent; nothing to do after `finish`)."""
+
+
+@runtime_checkable
+class TurnGate(Protocol):
+    """The pre-model checks of a message and its place in the conversation, as one step.
+
+    `admit` = dedupe claim + rate limit + a place in the conversation's FIFO queue, atomically with Redis (one
+    script); `enter` then yields the first-contact mark, careful mode and the history when the turn comes.
+    """
+
+    async def admit(self, *, dedupe_key: str | None, dedupe_ttl_s: float, rate_key: str, rate_limit: int,
+                    rate_window_s: float, user_key: str, conversation: str, hold_s: float,
+                    history_turns: int) -> Admission: ...
+
+
+def turn_gate(history: HistoryStore, state: StateStore) -> TurnGate:
+    """The stores' own gate when they have one (Redis: scripts), else one composed of their protocol calls."""
+    from bot.stores.turns import StoreTurnGate
+
+    own = getattr(state, "turn_gate", None)
+    return own(history) if own is not None else StoreTurnGate(history, state)

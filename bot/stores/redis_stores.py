@@ -13,16 +13,18 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from pydantic import TypeAdapter
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from model import keys
-from model.redis_io import REPLY_TO_FIELD, STREAM_FIELD, connect, decode_outbox_entry
+from model.redis_io import REPLY_TO_FIELD, STREAM_FIELD, auto_pipeline, connect, decode_outbox_entry
 from model.schema import GenerationRequest, GenerationResult, StreamChunk, Turn
 
 log = logging.getLogger(__name__)
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+_TURNS = TypeAdapter(list[Turn])  # a whole history validated in one call
 
 
 def _ms(seconds: float) -> int:
@@ -51,7 +53,7 @@ class RedisHistoryStore:
 
     async def load(self, conversation: str) -> list[Turn]:
         raw = await self.r.lrange(keys.history(conversation), 0, -1)
-        return [Turn.model_validate_json(x) for x in raw]
+        return _TURNS.validate_json(b"[" + b",".join(raw) + b"]") if raw else []
 
     async def append(self, conversation: str, *turns: Turn) -> None:
         if not turns:
@@ -180,6 +182,12 @@ class RedisStateStore:
             except _UNAVAILABLE:  # the lease frees it
                 log.warning("could not release a conversation lock; its lease will")
 
+    def turn_gate(self, history: RedisHistoryStore):
+        """The manager's pre- and post-model steps as one script each (bot/stores/redis_turns.py)."""
+        from bot.stores.redis_turns import RedisTurnGate
+
+        return RedisTurnGate(self.r, history)
+
     async def forget(self, user_key: str) -> int:
         index = keys.user_fields(user_key)
         names = [n.decode() for n in await self.r.smembers(index)]
@@ -215,9 +223,9 @@ class RedisRequestQueue:
         self._waiters.setdefault(request.request_id, asyncio.Queue())
         if self._reader is None or self._reader.done():
             self._reader = asyncio.get_running_loop().create_task(self._read_replies(), name="redis-replies")
-        try:
-            await self.r.xadd(keys.REQUESTS_STREAM, {STREAM_FIELD: request.model_dump_json(),
-                                                     REPLY_TO_FIELD: self.reply_key})
+        try:  # batched with the other commands of this process (model.redis_io.AutoPipeline)
+            await auto_pipeline(self.r).call("XADD", keys.REQUESTS_STREAM, "*", STREAM_FIELD,
+                                             request.model_dump_json(), REPLY_TO_FIELD, self.reply_key)
         except BaseException:
             self._waiters.pop(request.request_id, None)
             raise
@@ -252,10 +260,13 @@ class RedisRequestQueue:
     async def _from_box(self, box: asyncio.Queue, deadline: float):
         """(attempt, event) pairs routed here by the reader; None when nothing came before the deadline."""
         while True:
+            item = None
             try:
-                yield await asyncio.wait_for(box.get(), max(0.0, min(self.RECHECK_S, deadline - time.monotonic())))
+                async with asyncio.timeout(max(0.0, min(self.RECHECK_S, deadline - time.monotonic()))):
+                    item = await box.get()
             except TimeoutError:
-                yield None
+                pass
+            yield item
 
     async def _published(self, request_id: str) -> GenerationResult | None:
         try:
