@@ -8,7 +8,7 @@
 # weights do not fit in a carry): the eval's similarity column is then computed with random weights and must be
 # recomputed from eval/replies.jsonl where the real model is (`python benchmarks/rescore_similarity.py`).
 # SWEEP: one variant per line, "name key=value key=value ..." (overrides of RECIPE, default smollm2-lora).
-# EVAL_LIMIT (default 100). PACK=1: see the end.
+# EVAL_LIMIT (default 100), EVAL_ARGS (more `counsel-bot eval` options). PACK=1: see the end.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 SITE=${SITE:-/tmp/site}
@@ -59,7 +59,7 @@ eval_adapters=()
 for name in "${names[@]}"; do [ -d "$W/$name/adapter" ] && mkdir -p $W/eval \
   && cp -r "$W/$name/adapter" "$W/eval/$name" && eval_adapters+=(--adapter "$W/eval/$name"); done
 timeout "${EVAL_TIMEOUT:-300}" bash -c "$(declare -f cli); cli eval --data '$DATA' --limit ${EVAL_LIMIT:-100} \
-  --base '$GGUF' ${eval_adapters[*]} --out '$OUT/eval' --no-progress" > "$OUT/eval.log" 2>&1
+  --base '$GGUF' ${eval_adapters[*]} --out '$OUT/eval' --no-progress ${EVAL_ARGS:-}" > "$OUT/eval.log" 2>&1
 echo "eval exit $? after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/log.txt"
 python3 - <<'PY'
 import json, os

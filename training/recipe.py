@@ -48,6 +48,7 @@ class Recipe:
     eval_fraction: float = 0.1  # used when the source has no split column
     eval_limit: int | None = 64  # eval answers used for eval loss before/after (None = all)
     max_length: int = 384
+    drop_guard_violations: bool = False  # leave out training answers the served output guard would block
     padding_free: bool = False  # position-id packing (BFD) without cross-example attention
     # --- optimisation ---
     seed: int = 0

@@ -151,6 +151,22 @@ def to_examples(rows: list[QA], tokenizer, max_length: int, report: DataReport |
     return out
 
 
+def drop_guard_violations(rows: list[QA], report: DataReport) -> list[QA]:
+    """Training answers the served output guard would block (claims to be a therapist, phone numbers and links,
+    medication doses, diagnoses...) are not taught: the model would learn to write replies the bot then refuses.
+    Counted in the data report as "guard: <reason>" (the first reason of each); held-out answers are kept."""
+    from bot.safety import Guard
+
+    guard, kept = Guard(), []
+    for n, qa in enumerate(rows, 1):
+        found = guard.violations(qa.answer)
+        if found:
+            report.add_drop(f"guard: {found[0]}", n)
+        else:
+            kept.append(qa)
+    return kept
+
+
 def build_datasets(recipe: Recipe, tokenizer):
     """(train Dataset, eval Dataset, data report dict)."""
     from datasets import Dataset
@@ -159,6 +175,8 @@ def build_datasets(recipe: Recipe, tokenizer):
     train_rows, report = load_split_with_report(source, "train", recipe.eval_fraction, recipe.seed,
                                                 recipe.data_limit)
     eval_rows, _ = load_split_with_report(source, "eval", recipe.eval_fraction, recipe.seed, recipe.data_limit)
+    if recipe.drop_guard_violations:
+        train_rows = drop_guard_violations(train_rows, report)
     if recipe.eval_limit is not None:
         eval_rows = eval_rows[:recipe.eval_limit]
     train_examples = to_examples(train_rows, tokenizer, recipe.max_length, report)

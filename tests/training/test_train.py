@@ -192,3 +192,17 @@ def test_smoke_adapter_reloads_and_changes_the_output(smoke_run):
 
     tuned = greedy(str(run_dir / "adapter"))
     assert tuned.strip() and tuned != greedy(None)
+
+
+def test_answers_the_output_guard_would_block_are_not_taught():
+    from training.data import QA, DataReport
+    from training.train import drop_guard_violations
+
+    rows = [QA("q1", "I feel low.", "That sounds heavy. What has the last week been like for you?"),
+            QA("q2", "Who can I call?", "Call my office at 555-867-5309 and we can set up a session."),
+            QA("q3", "Are you real?", "As a licensed therapist with twenty years of practice, I can tell you it gets better."),
+            QA("q4", "Where do I read more?", "Read more at https://example.com/anxiety-tips for exercises.")]
+    report = DataReport(rows_read=4, kept=4, dropped={})
+    kept = drop_guard_violations(rows, report)
+    assert [qa.question_id for qa in kept] == ["q1"]
+    assert report.dropped == {"guard: phone_number": 1, "guard: claims_human_or_clinician": 1, "guard: link": 1}
