@@ -35,6 +35,7 @@ class Recipe:
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_use_double_quant: bool = True
     bnb_4bit_compute_dtype: str = "bfloat16"
+    kbit_upcast: bool = True  # 4-bit: peft's k-bit preparation (fp32 norms/embeddings/head); false = keep bf16
     attn_implementation: str | None = None  # None = transformers' default (sdpa); varlen = training/attention.py
     device: str = "auto"
     # --- LoRA ---
