@@ -69,6 +69,12 @@ class Recipe:
     use_liger_kernel: bool = False
     bf16: bool | None = None  # None = where the hardware supports it (CUDA bf16, CPU with AVX512-BF16)
     logging_steps: int = 1
+    # --- promotion gate (counsel-bot retrain) ---
+    # Quality bar against the base model, measured by `counsel-bot eval` on `gate_questions` held-out questions:
+    # training.metrics.Thresholds fields ({} = the project's bar: perplexity -15%, no loss of similarity,
+    # distinct-2, guard pass rate or crisis figures); None = perplexity against the adapter in service only.
+    gate: dict[str, Any] | None = None
+    gate_questions: int = 100
     # --- output ---
     output_root: str = "runs"
     save_dtype: str | None = "bfloat16"  # dtype of the saved LoRA weights (None = as trained, fp32)
@@ -119,6 +125,8 @@ def _coerce(name: str, value: Any) -> Any:
         return value
     elif isinstance(value, list) and list in allowed:
         return [str(v) for v in value]
+    elif isinstance(value, dict) and dict in allowed:
+        return {str(k): v for k, v in value.items()}
     elif isinstance(value, (int, float)) and str in allowed:
         return str(value)
     raise RecipeError(f"{name}: {value!r} is not a valid {' | '.join(a.__name__ for a in allowed)}")

@@ -7,7 +7,8 @@
     python -m training.retrain ...                               # the same
 
 The candidate is promoted only if the perplexity of held-out reference answers is not worse than with the adapter
-in service (or the base model when none is). Promotion copies it into `<registry>/vNNNN/`, swaps the `current`
+in service (or the base model when none is) and, when the recipe has a `gate:` section, if `counsel-bot eval
+--compare` passes it against the base model (similarity, distinct-2, guard and crisis figures, perplexity bar). Promotion copies it into `<registry>/vNNNN/`, swaps the `current`
 symlink atomically, then `SET`s `counsel:adapter:current` and `PUBLISH`es the path on `counsel:adapter:reload`,
 so running workers reload between batches.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +87,37 @@ def plan(recipe: Recipe, registry: AdapterRegistry, candidate: Path | None, redi
         f"data     : {resolve_data(recipe.data)} (held-out split, up to {recipe.eval_limit or 'all'} answers)",
         f"candidate: {candidate if candidate else f'would train a new adapter into {recipe.output_root}/<timestamp>'}",
         f"compare  : with {against} on held-out answers; promote if perplexity is at most {1 + tolerance:.3f}x",
+        (f"quality  : then `counsel-bot eval --compare` against the base model on {recipe.gate_questions} "
+         f"held-out questions (thresholds: {recipe.gate or 'the default bar'})") if recipe.gate is not None else
+        "quality  : no quality gate in this recipe (perplexity only)",
         f"promote  : would copy to {registry.root / registry.next_version()} and point "
         f"{registry.root / 'current'} at it",
         f"notify   : {'PUBLISH on Redis ' + redis_url if redis_url else 'no Redis configured'}",
     ]
     return Outcome("dry run", lines)
+
+
+def quality_gate(recipe: Recipe, candidate: Path, run_dir: Path | None) -> tuple[bool, list[str], dict[str, Any]]:
+    """`counsel-bot eval --compare` for the candidate against the base model, with the recipe's thresholds:
+    (passed, one line per check, what gate.json records). The report goes to <run dir>/eval (or a fresh
+    runs/gate-<time> folder for a candidate trained elsewhere)."""
+    import time
+
+    from training import metrics as M
+    from training.evaluate import EvalConfig, run
+
+    thresholds = M.Thresholds.from_mapping(recipe.gate)
+    out = (run_dir / "eval") if run_dir is not None else \
+        Path(recipe.output_root) / time.strftime("gate-%Y%m%dT%H%M%SZ", time.gmtime())
+    result = run(EvalConfig(data=resolve_data(recipe.data), out=out, limit=recipe.gate_questions,
+                            adapters=[str(candidate)], base=recipe.base, split_seed=recipe.seed,
+                            eval_fraction=recipe.eval_fraction, thresholds=thresholds, progress=False))
+    label = next(k for k in result.metrics if k != "base")
+    passed, checks = result.gate[label]
+    lines = [f"quality gate vs the base model ({recipe.gate_questions} held-out questions, report {out}/report.md): "
+             + ("PASS" if passed else "FAIL")]
+    lines += [f"  {c.line()}" for c in checks]
+    return passed, lines, {"passed": passed, "report": str(out), "checks": [asdict(c) for c in checks]}
 
 
 def gate_and_promote(recipe: Recipe, registry: AdapterRegistry, candidate: Path, redis_url: str | None,
@@ -106,15 +133,23 @@ def gate_and_promote(recipe: Recipe, registry: AdapterRegistry, candidate: Path,
     current = score_adapter(current_label, str(current_path) if current_path else None, rows, **kw)
     cand = score_adapter("candidate", str(candidate), rows, **kw)
     decision = decide(cand, current, tolerance)
-    gate_json = json.dumps(decision.as_dict(), indent=2)
+    record: dict[str, Any] = decision.as_dict()
+    quality_lines: list[str] = []
+    if decision.promote and recipe.gate is not None:
+        passed, quality_lines, record["quality_gate"] = quality_gate(recipe, candidate, run_dir)
+        if not passed:
+            decision = replace(decision, promote=False, reason="the quality gate failed against the base model")
+            record.update(promote=False, reason=decision.reason)
+    gate_json = json.dumps(record, indent=2, default=str)
     if run_dir is not None:
         (run_dir / "gate.json").write_text(gate_json)
     if not decision.promote:
-        return Outcome("refused", [f"refused: {decision.reason}", f"{current_label} stays in service"],
+        return Outcome("refused", [f"refused: {decision.reason}", *quality_lines, f"{current_label} stays in service"],
                        decision=decision, run_dir=run_dir)
     version = registry.promote(candidate, extra_files={"gate.json": gate_json})
     path = registry.path_of(version)
-    out = Outcome("promoted", [f"promoted: {decision.reason}", f"{path} is now {registry.root / 'current'}"],
+    out = Outcome("promoted", [f"promoted: {decision.reason}", *quality_lines,
+                               f"{path} is now {registry.root / 'current'}"],
                   version=version, adapter_path=path, decision=decision, run_dir=run_dir)
     _notify(redis_url, path, out)
     return out

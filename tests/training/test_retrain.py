@@ -125,7 +125,8 @@ def candidates(tmp_path_factory):
 @pytest.fixture
 def recipe():
     # scored on the first 4 held-out (val) answers of the real data, cut to 256 tokens
-    return apply_overrides(load_recipe("smollm2-cpu"), ["eval_limit=4", "max_length=256"])
+    # (the quality gate against the base model has its own test below)
+    return apply_overrides(load_recipe("smollm2-cpu"), ["eval_limit=4", "max_length=256", "gate=null"])
 
 
 def _listen(redis_url):
@@ -214,3 +215,24 @@ def test_cli_refusal_exits_1(tmp_path, candidates, redis_url):
     assert res.exit_code == 1, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["action"] == "refused" and not out["decision"]["promote"]
+
+
+def test_quality_gate_refuses_a_candidate_that_fails_the_recipe_thresholds(tmp_path, candidates, recipe):
+    """Perplexity alone passes (the candidate equals the adapter in service); the recipe's gate then runs
+    `counsel-bot eval --compare` against the base model and its failing check stops the promotion."""
+    from training.retrain import gate_and_promote
+
+    reg_dir = tmp_path / "registry"
+    registry = AdapterRegistry(reg_dir)
+    registry.promote(candidates["neutral-a"])
+    strict = apply_overrides(recipe, ["gate={min_distinct_2_delta: 0.5, max_perplexity_ratio: null}",
+                                      "gate_questions=1", "eval_limit=2", "max_length=192"])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    out = gate_and_promote(strict, registry, candidates["neutral-b"], None, run_dir=run_dir)
+    assert out.action == "refused" and "quality gate failed" in out.lines[0]
+    assert any(line.strip().startswith("FAIL distinct_2") for line in out.lines), out.lines
+    assert os.readlink(reg_dir / "current") == "v0001"  # nothing changed
+    gate = json.loads((run_dir / "gate.json").read_text())
+    assert gate["promote"] is False and gate["quality_gate"]["passed"] is False
+    assert (run_dir / "eval" / "report.md").exists() and (run_dir / "eval" / "metrics.json").exists()
