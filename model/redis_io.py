@@ -10,9 +10,12 @@
 - The replies stream of a bot process (`keys.replies`): when a request names one (`reply_to`), the worker copies
   its chunks and result there too, so a process with a thousand conversations waiting blocks on one XREAD (and one
   connection) instead of a thousand.
+- `Link`: one dedicated connection (outside the client's pool) for a hot path: a batch of commands is one write
+  and its replies are read in order, without the pool's per-command checks (half the CPU of a pooled call).
 - `AutoPipeline`: commands that concurrent tasks issue in the same event-loop turn go to Redis as one pipeline
-  (one write, one round trip), in the order they were issued, one batch at a time: the hot path of a busy bot
-  process costs a fraction of a round trip per command, and a process's commands reach Redis in issue order.
+  (one write, one round trip) on a Link, in the order they were issued, one batch at a time: the hot path of a
+  busy bot process costs a fraction of a round trip per command, and a process's commands reach Redis in issue
+  order.
 - `Lua`: a script run by EVALSHA, falling back to EVAL when Redis lost its script cache (a restart).
 """
 
@@ -101,6 +104,75 @@ class Lua:
             return await redis.execute_command(*self.fallback(keys_, args))
 
 
+class Link:
+    """One dedicated connection of a client, for a hot path: `execute(commands)` sends them in one write and
+    returns their raw replies in order (a command's error is returned in its place, not raised).
+
+    Raw replies: no client-side reply parsing (XREAD gives nested lists, see `entries()`). Connection errors and
+    timeouts are retried with backoff (reconnect, resend the batch) for about `retry_s`, then raised: what is sent
+    must be safe to apply twice, as with the client's own retries. Each batch has a deadline (`timeout_s`, plus
+    the block time of a blocking command) so a hung server fails it in bounded time.
+    """
+
+    def __init__(self, redis, timeout_s: float | None = None, retry_s: float = 2.5):
+        self.r = redis
+        kwargs = redis.connection_pool.connection_kwargs
+        self.timeout_s = timeout_s or kwargs.get("socket_timeout") or 5.0
+        self.retry_s = retry_s
+        self._conn = None
+
+    async def execute(self, commands: Sequence[tuple], block_s: float = 0.0) -> list:
+        from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+
+        failures, give_up = 0, None
+        while True:
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = self.r.connection_pool.make_connection()
+                conn.socket_timeout = None  # the batch's deadline below bounds every read and write at once
+            try:
+                async with asyncio.timeout(self.timeout_s + block_s):
+                    await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                    out = []
+                    for _ in commands:
+                        try:
+                            out.append(await conn.read_response())
+                        except ResponseError as e:
+                            out.append(e)
+                    return out
+            except (ConnectionError, TimeoutError, OSError) as e:
+                await self._drop()
+                now = asyncio.get_running_loop().time()
+                give_up = give_up or now + self.retry_s
+                if now >= give_up:
+                    raise ConnectionError(f"Redis unavailable: {e}") from e
+                failures += 1
+                await asyncio.sleep(min(0.5, 0.01 * 2 ** failures))
+            except BaseException:  # cancelled or timed out mid-reply: the connection is out of step, drop it
+                await self._drop()
+                raise
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.disconnect(nowait=True)
+            except Exception:
+                pass
+
+    async def close(self) -> None:
+        await self._drop()
+
+
+def entries(reply) -> list[tuple[bytes, dict | None]]:
+    """(entry id, fields) of a raw XREAD/XREADGROUP/XRANGE-style reply (streams flattened, in order)."""
+    out = []
+    for _stream, items in (reply.items() if isinstance(reply, dict) else reply or []):  # RESP3 map or RESP2 list
+        for entry_id, flat in items:
+            out.append((entry_id, dict(zip(flat[::2], flat[1::2])) if flat is not None else None))
+    return out
+
+
 class AutoPipeline:
     """Commands issued by concurrent tasks are sent in batches: everything queued while the previous batch was
     on the wire (or in the same event-loop turn) goes out as one pipeline, on one connection, in issue order.
@@ -116,6 +188,7 @@ class AutoPipeline:
 
     def __init__(self, redis):
         self.r = redis
+        self.link = Link(redis)
         self._queue: list[tuple[tuple, tuple | None, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
 
@@ -136,10 +209,10 @@ class AutoPipeline:
         while self._queue:
             batch, self._queue = self._queue[:self.MAX_BATCH], self._queue[self.MAX_BATCH:]
             try:
-                replies = await self._execute([args for args, _, _ in batch])
+                replies = await self.link.execute([args for args, _, _ in batch])
                 again = [i for i, rep in enumerate(replies) if isinstance(rep, NoScriptError) and batch[i][1]]
                 if again:  # the script cache was lost (restart): EVAL those, still before the next batch
-                    for i, rep in zip(again, await self._execute([batch[i][1] for i in again])):
+                    for i, rep in zip(again, await self.link.execute([batch[i][1] for i in again])):
                         replies[i] = rep
             except Exception as e:
                 for _, _, fut in batch:
@@ -160,11 +233,13 @@ class AutoPipeline:
                 else:
                     fut.set_result(rep)
 
-    async def _execute(self, commands: list[tuple]) -> list:
-        async with self.r.pipeline(transaction=False) as p:
-            for args in commands:
-                p.execute_command(*args)
-            return await p.execute(raise_on_error=False)
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self.link.timeout_s)
+            except Exception:
+                self._task.cancel()
+        await self.link.close()
 
 
 _pipelines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -177,6 +252,13 @@ def auto_pipeline(redis) -> AutoPipeline:
     except KeyError:
         _pipelines[redis] = pipe = AutoPipeline(redis)
         return pipe
+
+
+async def close_auto_pipeline(redis) -> None:
+    """Close the client's AutoPipeline connection (if it has one); call before closing the client."""
+    pipe = _pipelines.pop(redis, None)
+    if pipe is not None:
+        await pipe.close()
 
 
 def connect(url: str, timeout_s: float = 5.0, retries: int = 6, max_connections: int = 1024):

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 
 from model import keys
 from model.batching import Generator, OutputGuard, run_batch
-from model.redis_io import (PUBLISH_BATCH_LUA, REPLIES_MAXLEN, REPLY_TO_FIELD, RESULT_TTL_S, STREAM_FIELD, Lua,
-                            chunk_fields)
+from model.redis_io import (PUBLISH_BATCH_LUA, REPLIES_MAXLEN, REPLY_TO_FIELD, RESULT_TTL_S, STREAM_FIELD,
+                            AutoPipeline, Link, Lua, chunk_fields, entries)
 from model.rollout import AdapterAnnouncements, free_accelerator_memory, same_path
 from model.schema import GenerationRequest, GenerationResult, StreamChunk, error_result
 
@@ -81,6 +81,8 @@ class InferenceWorker:
         self.name = self.cfg.name
         self.stats = _Stats()
         self._publish = Lua(PUBLISH_BATCH_LUA)
+        self._reads = Link(redis)  # blocking XREADGROUP on its own connection
+        self._pipe = AutoPipeline(redis)  # per-batch checks and publication, on one more connection
         self._reply_to: dict[str, str] = {}
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task] = set()
@@ -144,6 +146,8 @@ class InferenceWorker:
         except Exception:
             pass
         await self._announcements.close()
+        await self._reads.close()
+        await self._pipe.close()
 
     async def _ensure_group(self) -> None:
         from redis.exceptions import ResponseError
@@ -176,9 +180,12 @@ class InferenceWorker:
         return entries
 
     async def _read(self, count: int, block_ms: int) -> list[tuple[bytes, dict]]:
-        got = await self.r.xreadgroup(keys.WORKER_GROUP, self.name, {keys.REQUESTS_STREAM: ">"}, count=count,
-                                      block=block_ms)
-        return [e for _stream, entries in got or [] for e in entries if e[1] is not None]
+        [got] = await self._reads.execute([("XREADGROUP", "GROUP", keys.WORKER_GROUP, self.name, "COUNT", count,
+                                            "BLOCK", block_ms, "STREAMS", keys.REQUESTS_STREAM, ">")],
+                                          block_s=block_ms / 1000)
+        if isinstance(got, Exception):
+            raise got
+        return [e for e in entries(got) if e[1] is not None]
 
     # --- one batch -----------------------------------------------------------------------------------------------
     async def _process(self, entries: list[tuple[bytes, dict]]) -> None:
@@ -199,12 +206,12 @@ class InferenceWorker:
                     outcomes.append(error_result(bad.split("|", 1)[1], "bad_request"))
                 continue
             parsed.append((eid, req))
-        async with self.r.pipeline(transaction=False) as p:
-            for _, req in parsed:
-                p.exists(keys.result(req.request_id))
-                p.incr(keys.attempts(req.request_id))
-                p.expire(keys.attempts(req.request_id), RESULT_TTL_S)
-            flags = await p.execute()
+        checks = []
+        for _, req in parsed:  # one round trip for the whole batch
+            checks += [self._pipe.call("EXISTS", keys.result(req.request_id)),
+                       self._pipe.call("INCR", keys.attempts(req.request_id)),
+                       self._pipe.call("EXPIRE", keys.attempts(req.request_id), RESULT_TTL_S)]
+        flags = await asyncio.gather(*checks)
         live: list[GenerationRequest] = []
         attempt: dict[str, str] = {}
         now = time.time()
@@ -309,8 +316,8 @@ class InferenceWorker:
             reply_to = self._reply_to.get(rid)
             ks += [keys.result(rid), keys.outbox(rid), reply_to or keys.outbox(rid)]
             per_result += [res.model_dump_json(), attempt.get(rid, self.name), "1" if reply_to else "0"]
-        await self._publish(self.r, ks, [keys.WORKER_GROUP, RESULT_TTL_S * 1000, REPLIES_MAXLEN, len(results),
-                                         *per_result, *ids])
+        await self._pipe.script(self._publish, ks, [keys.WORKER_GROUP, RESULT_TTL_S * 1000, REPLIES_MAXLEN,
+                                                    len(results), *per_result, *ids])
 
     async def _retrying(self, call, what: str, give_up_s: float = 120.0) -> None:
         """Results must get out: retry through a Redis restart (unpublished entries stay pending otherwise)."""

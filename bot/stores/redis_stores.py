@@ -18,7 +18,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from model import keys
-from model.redis_io import REPLY_TO_FIELD, STREAM_FIELD, auto_pipeline, connect, decode_outbox_entry
+from model.redis_io import (REPLY_TO_FIELD, STREAM_FIELD, Link, auto_pipeline, close_auto_pipeline, connect,
+                            decode_outbox_entry, entries)
 from model.schema import GenerationRequest, GenerationResult, StreamChunk, Turn
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,7 @@ class RedisRequestQueue:
         self._reader: asyncio.Task | None = None
         self._closing = False
         self._last = "0-0"
+        self._link = Link(redis, retry_s=0)  # the reader's own connection; its loop below rides out restarts
 
     async def submit(self, request: GenerationRequest) -> None:
         self._waiters.setdefault(request.request_id, asyncio.Queue())
@@ -280,7 +282,11 @@ class RedisRequestQueue:
         pause = 0.05
         while not self._closing:
             try:
-                got = await self.r.xread({self.reply_key: self._last}, count=512, block=_ms(self.block_s))
+                [got] = await self._link.execute([("XREAD", "COUNT", 512, "BLOCK", _ms(self.block_s), "STREAMS",
+                                                   self.reply_key, self._last)], block_s=self.block_s)
+                if isinstance(got, Exception):
+                    raise got
+                got = entries(got)
             except _UNAVAILABLE:
                 log.warning("Redis unavailable while awaiting results; retrying")
                 await asyncio.sleep(pause)
@@ -291,17 +297,16 @@ class RedisRequestQueue:
                 await asyncio.sleep(1.0)
                 continue
             pause = 0.05
-            for _stream, entries in got or []:
-                for entry_id, fields in entries:
-                    self._last = entry_id
-                    try:
-                        who, event = decode_outbox_entry(fields)
-                    except Exception:
-                        log.warning("undecodable reply entry %s", entry_id)
-                        continue
-                    box = self._waiters.get(event.request_id)
-                    if box is not None:
-                        box.put_nowait((who, event))
+            for entry_id, fields in got:
+                self._last = entry_id
+                try:
+                    who, event = decode_outbox_entry(fields)
+                except Exception:
+                    log.warning("undecodable reply entry %s", entry_id)
+                    continue
+                box = self._waiters.get(event.request_id)
+                if box is not None:
+                    box.put_nowait((who, event))
 
     async def _from_outbox(self, request_id: str, deadline: float):
         """(attempt, event) pairs read straight from a request's outbox, resuming from the last id read after a
@@ -333,6 +338,8 @@ class RedisRequestQueue:
                 await asyncio.wait_for(asyncio.shield(self._reader), self.block_s + 1)
             except (TimeoutError, Exception):
                 self._reader.cancel()
+        await self._link.close()
+        await close_auto_pipeline(self.r)
         await self.r.aclose()
 
 
