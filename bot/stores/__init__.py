@@ -40,6 +40,9 @@ class StateStore(Protocol):
     def lock(self, conversation: str, timeout_s: float) -> AbstractAsyncContextManager[None]:
         """Per-conversation ordering: one turn at a time per conversation, across processes."""
 
+    def turn_gate(self, history: HistoryStore) -> TurnGate:
+        """The manager's steps before and after the model on these stores (see `TurnGate`)."""
+
     async def forget(self, user_key: str) -> int:
         """Erase every key of this user (all conversations, state, flags). Returns how many were removed."""
 
@@ -71,7 +74,7 @@ class Admission(Protocol):
 
     async def enter(self, timeout_s: float) -> TurnContext:
         """Wait for this message's turn (messages of a conversation go in admission order); TimeoutError after
-        `timeout_s`."""
+        `timeout_s` (the message then leaves the queue)."""
 
     async def finish(self, *turns: Turn) -> None:
         """Store the turn's messages in the history and let the next message of the conversation in."""
@@ -94,8 +97,5 @@ class TurnGate(Protocol):
 
 
 def turn_gate(history: HistoryStore, state: StateStore) -> TurnGate:
-    """The stores' own gate when they have one (Redis: scripts), else one composed of their protocol calls."""
-    from bot.stores.turns import StoreTurnGate
-
-    own = getattr(state, "turn_gate", None)
-    return own(history) if own is not None else StoreTurnGate(history, state)
+    """The gate of a pair of stores of one kind (in-process: bot/stores/memory.py; Redis: bot/stores/redis_turns.py)."""
+    return state.turn_gate(history)

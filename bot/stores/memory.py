@@ -7,7 +7,9 @@ import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
+from bot.stores import TurnContext
 from model.schema import Turn
 
 
@@ -46,8 +48,7 @@ class MemoryStateStore:
         self._claims: dict[str, float] = {}
         self._hits: dict[str, deque[float]] = defaultdict(deque)
         self._fields: dict[str, dict[str, tuple[str, float]]] = defaultdict(dict)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._waiters: dict[str, int] = defaultdict(int)
+        self._queues: dict[str, list[asyncio.Event]] = {}  # per conversation: tickets, the head holds it
 
     async def claim(self, key: str, ttl_s: float) -> bool:
         now = self.clock()
@@ -76,24 +77,95 @@ class MemoryStateStore:
     async def set_field(self, user_key: str, name: str, value: str, ttl_s: float | None = None) -> None:
         self._fields[user_key][name] = (value, self.clock() + ttl_s if ttl_s else float("inf"))
 
+    # A fair lock per conversation: a queue of tickets whose head holds it (like the Redis one). A ticket's place
+    # is taken when it joins (`_join`, no waiting), so the turn gate orders turns by admission.
+    def _join(self, conversation: str) -> asyncio.Event:
+        ticket = asyncio.Event()
+        queue = self._queues.setdefault(conversation, [])
+        queue.append(ticket)
+        if len(queue) == 1:
+            ticket.set()
+        return ticket
+
+    async def _wait(self, conversation: str, ticket: asyncio.Event, timeout_s: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await ticket.wait()
+        except TimeoutError:
+            self._leave(conversation, ticket)
+            raise TimeoutError(f"lock of a conversation not granted within {timeout_s:.0f}s") from None
+
+    def _leave(self, conversation: str, ticket: asyncio.Event) -> None:
+        queue = self._queues.get(conversation)
+        if not queue or ticket not in queue:
+            return
+        head = queue[0] is ticket
+        queue.remove(ticket)
+        if not queue:
+            del self._queues[conversation]
+        elif head:
+            queue[0].set()
+
     @asynccontextmanager
     async def lock(self, conversation: str, timeout_s: float) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(conversation, asyncio.Lock())
-        self._waiters[conversation] += 1
+        ticket = self._join(conversation)
         try:
-            await asyncio.wait_for(lock.acquire(), timeout_s)
-            try:
-                yield
-            finally:
-                lock.release()
+            await self._wait(conversation, ticket, timeout_s)
+            yield
         finally:
-            self._waiters[conversation] -= 1
-            if not self._waiters[conversation]:
-                self._waiters.pop(conversation, None)
-                self._locks.pop(conversation, None)
+            self._leave(conversation, ticket)
+
+    def turn_gate(self, history: MemoryHistoryStore) -> MemoryTurnGate:
+        return MemoryTurnGate(history, self)
 
     async def forget(self, user_key: str) -> int:
         n = len(self._fields.pop(user_key, {}))
         for k in [k for k in self._hits if k.endswith(user_key)]:
             del self._hits[k]
         return n
+
+
+class MemoryAdmission:
+    def __init__(self, gate: MemoryTurnGate | None, outcome: Literal["admitted", "duplicate", "rate_limited"],
+                 user_key: str = "", conversation: str = "", history_turns: int = 0):
+        self.gate, self.outcome = gate, outcome
+        self.user_key, self.conversation, self.history_turns = user_key, conversation, history_turns
+        self._ticket = gate.state._join(conversation) if outcome == "admitted" else None
+
+    async def enter(self, timeout_s: float) -> TurnContext:
+        state, history = self.gate.state, self.gate.history
+        await state._wait(self.conversation, self._ticket, timeout_s)
+        first = await state.get_field(self.user_key, "seen") is None
+        if first:
+            await state.set_field(self.user_key, "seen", "1")
+        careful = await state.get_field(self.user_key, "careful") is not None
+        return TurnContext(first_contact=first, careful=careful,
+                           history=(await history.load(self.conversation))[-self.history_turns:])
+
+    async def finish(self, *turns: Turn) -> None:
+        try:
+            await self.gate.history.append(self.conversation, *turns)
+        finally:
+            await self.release()
+
+    async def release(self) -> None:
+        ticket, self._ticket = self._ticket, None
+        if ticket is not None:
+            self.gate.state._leave(self.conversation, ticket)
+
+
+class MemoryTurnGate:
+    """The in-process turn gate: claim, rate limit and a place in the conversation's queue, in one step (nothing
+    in it waits, so nothing else runs in between)."""
+
+    def __init__(self, history: MemoryHistoryStore, state: MemoryStateStore):
+        self.history, self.state = history, state
+
+    async def admit(self, *, dedupe_key: str | None, dedupe_ttl_s: float, rate_key: str, rate_limit: int,
+                    rate_window_s: float, user_key: str, conversation: str, hold_s: float,
+                    history_turns: int) -> MemoryAdmission:
+        if dedupe_key and not await self.state.claim(dedupe_key, dedupe_ttl_s):
+            return MemoryAdmission(None, "duplicate")
+        if not await self.state.allow(rate_key, rate_limit, rate_window_s):
+            return MemoryAdmission(None, "rate_limited")
+        return MemoryAdmission(self, "admitted", user_key, conversation, history_turns)

@@ -172,6 +172,7 @@ class RedisAdmission:
                     return self.context
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    await self.release()  # leaves the queue: the next message does not wait for this one
                     raise TimeoutError(f"a conversation's turn did not come within {timeout_s:.0f}s")
                 try:  # woken at once when a turn of this process ends; other processes' turns: polled
                     async with asyncio.timeout(min(pause, left)):

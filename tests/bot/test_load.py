@@ -105,3 +105,43 @@ async def test_200_users_x_5_messages_two_workers(redis_url, workers, monkeypatc
     assert min(beats) > 0 and sum(beats) == USERS * MESSAGES
     await watch.close()
     await r.aclose()
+
+
+async def test_near_simultaneous_messages_of_one_person_keep_their_order(redis_url, workers, monkeypatch):
+    """The rough edge of the old design (claim and rate limit passed before the lock was queued for): a person's
+    messages arriving at once, in one process and across two processes, are answered one at a time, in arrival
+    order within each process (admission = claim + rate limit + place in the queue, one script), and each request
+    saw exactly the turns stored before it."""
+    from bot.safety import embed
+
+    monkeypatch.setattr(embed, "ENABLED", False)
+    r = connect(redis_url, 2.0)
+    for name in ("w1", "w2"):
+        workers.start(name, latency_ms=15, batch_size=16, batch_wait_ms=2)
+    await workers.wait_ready(r, "w1", "w2")
+    s = Settings(redis_url=redis_url, request_timeout_s=120)
+    managers, watches = [], []
+    for _ in range(2):  # two bot processes on one Redis
+        history, state, queue = build_redis_stores(s)
+        watches.append(SubmitWatch(queue))
+        managers.append(ConversationManager(history, state, watches[-1], ManagerConfig.from_settings(s)))
+
+    async def person(u: int) -> None:
+        msgs = [IncomingMessage("test", f"p{u}", f"person {u} line {k}", message_id=f"p{u}:{k}") for k in range(6)]
+        # all at once, nothing awaited in between: lines 0-3 to one process, 4-5 to the other
+        replies = await asyncio.gather(*(managers[k // 4].handle(m) for k, m in enumerate(msgs)))
+        assert all(rep.kind == "answer" and rep.text == stub_reply(m.text) for m, rep in zip(msgs, replies))
+        stored = [t.content for t in await managers[0].history.load(f"test:p{u}")]
+        order = [int(text.rsplit(" ", 1)[1]) for text in stored[::2]]
+        assert sorted(order) == list(range(6))
+        assert [k for k in order if k < 4] == [0, 1, 2, 3] and [k for k in order if k >= 4] == [4, 5]
+        for i, k in enumerate(order):  # one at a time: each request saw all the turns answered before it
+            text = msgs[k].text
+            request = next(w.requests[text] for w in watches if text in w.requests)
+            assert [t.content for t in request.history] == stored[:2 * i]
+            assert stored[2 * i:2 * i + 2] == [text, stub_reply(text)]
+
+    await asyncio.wait_for(asyncio.gather(*(person(u) for u in range(20))), 120)
+    for watch in watches:
+        await watch.close()
+    await r.aclose()

@@ -6,10 +6,12 @@ import asyncio
 
 import pytest
 
-from bot.stores import HistoryStore, StateStore
+from bot.stores import HistoryStore, StateStore, TurnGate, turn_gate
 from bot.stores.memory import MemoryHistoryStore, MemoryStateStore
 from bot.stores.redis_stores import RedisHistoryStore, RedisStateStore
-from model.redis_io import connect
+from bot.stores.redis_turns import ADMIT
+from model import keys
+from model.redis_io import close_auto_pipeline, connect
 from model.schema import Turn
 
 
@@ -34,8 +36,22 @@ class Stores:
     def state(self) -> StateStore:
         return self._memory_state if self.kind == "memory" else RedisStateStore(self._client())
 
+    def gate(self, max_turns: int = 40) -> TurnGate:
+        """The turn gate of one process (for Redis: its own client, as another process would have)."""
+        if self.kind == "memory":
+            if not hasattr(self, "_memory_history"):
+                self._memory_history = MemoryHistoryStore(max_turns)
+            return turn_gate(self._memory_history, self._memory_state)
+        c = self._client()
+        return turn_gate(RedisHistoryStore(c, max_turns), RedisStateStore(c))
+
+    def gate_history(self) -> HistoryStore:
+        """The history the gates of `gate()` write (in process: theirs; Redis: any client)."""
+        return self._memory_history if self.kind == "memory" else self.history()
+
     async def close(self) -> None:
         for c in self.clients:
+            await close_auto_pipeline(c)
             await c.aclose()
 
 
@@ -207,3 +223,140 @@ async def test_lock_of_a_dead_holder_frees_after_its_lease(redis_url):
     await alive.r.aclose()
     await dead.r.aclose()
     del held
+
+
+# --- the turn gate: pre-model checks and the conversation's order in one step ------------------------------------
+def admission(gate, conversation: str = "test:u1", dedupe: str | None = None, limit: int = 100,
+              window_s: float = 60, hold_s: float = 10, turns: int = 40):
+    return gate.admit(dedupe_key=dedupe, dedupe_ttl_s=60, rate_key=f"rate:{keys.user_key_of(conversation)}",
+                      rate_limit=limit, rate_window_s=window_s, user_key=keys.user_key_of(conversation),
+                      conversation=conversation, hold_s=hold_s, history_turns=turns)
+
+
+async def test_gate_dedupes_and_rate_limits(stores):
+    g = stores.gate()
+    a = await admission(g, dedupe="test:m1", limit=2)
+    assert a.outcome == "admitted"
+    assert (await admission(stores.gate(), dedupe="test:m1", limit=2)).outcome == "duplicate"  # other process too
+    await a.enter(5)
+    await a.release()
+    b = await admission(g, dedupe="test:m2", limit=2)
+    assert b.outcome == "admitted"
+    await b.release()
+    assert (await admission(g, dedupe="test:m3", limit=2)).outcome == "rate_limited"
+    assert (await admission(g, dedupe="test:m3", limit=2)).outcome == "duplicate"  # it got its (rate-limit) reply
+    assert (await admission(g, dedupe="test:m4", limit=2)).outcome == "rate_limited"
+    assert (await admission(g, conversation="test:u2", limit=2)).outcome == "admitted"  # per user
+
+
+async def test_gate_context_first_contact_careful_and_history_window(stores):
+    g = stores.gate()
+    a = await admission(g, turns=3)
+    ctx = await a.enter(5)
+    assert ctx.first_contact and not ctx.careful and ctx.history == []
+    await a.finish(*turns("one", "two"))
+    await a.release()  # nothing more to do after finish
+    await stores.state().set_field("test:u1", "careful", "self_harm", ttl_s=60)
+    b = await admission(stores.gate(), turns=3)
+    ctx = await b.enter(5)
+    assert not ctx.first_contact and ctx.careful and [t.content for t in ctx.history] == ["one", "two"]
+    await b.finish(*turns("three", "four"))
+    c = await admission(g, conversation="test:u1:t:th", turns=3)  # a thread: own history, same person
+    ctx = await c.enter(5)
+    assert not ctx.first_contact and ctx.careful and ctx.history == []
+    await c.release()
+    d = await admission(g, turns=3)
+    assert [t.content for t in (await d.enter(5)).history] == ["two", "three", "four"]  # the newest 3
+    await d.release()
+    assert [t.content for t in await stores.gate_history().load("test:u1")] == ["one", "two", "three", "four"]
+
+
+async def test_gate_turns_go_in_admission_order_one_at_a_time(stores):
+    gates = [stores.gate() for _ in range(3)]  # for Redis: three processes
+    inside, peak, order = 0, 0, []
+
+    async def turn(i: int, adm) -> None:
+        nonlocal inside, peak
+        await asyncio.sleep(0.01 * (7 - i))  # the later ones ask first: only the admission order counts
+        await adm.enter(10)
+        inside += 1
+        peak = max(peak, inside)
+        order.append(i)
+        await asyncio.sleep(0.02)
+        inside -= 1
+        await adm.finish(*turns(f"m{i}", f"r{i}"))
+
+    admitted = [await admission(gates[i % 3]) for i in range(6)]  # admitted in this order
+    await asyncio.gather(*(turn(i, a) for i, a in enumerate(admitted)))
+    assert peak == 1 and order == list(range(6))
+    assert [t.content for t in await stores.gate_history().load("test:u1")] == [x for i in range(6)
+                                                                          for x in (f"m{i}", f"r{i}")]
+
+
+async def test_gate_release_lets_the_next_in_without_storing_and_a_wait_times_out(stores):
+    g = stores.gate()
+    first, second = await admission(g), await admission(stores.gate())
+    await first.enter(5)
+    with pytest.raises(TimeoutError):
+        await second.enter(0.2)  # the first still holds the conversation
+    await second.release()  # gave up waiting: leaves the queue
+    third = await admission(g)
+    await first.release()
+    async with asyncio.timeout(2):
+        await third.enter(5)
+    await third.release()
+    assert await stores.gate_history().load("test:u1") == []
+
+
+async def test_gate_retried_admit_is_applied_once(redis_url):
+    """A connection lost after Redis ran ADMIT: the client sends it again with the same token; nothing doubles."""
+    r = connect(redis_url, 2.0)
+    ks = [keys.claim("test:m1"), keys.rate("rate:test:u1"), keys.lock_queue("test:u1"), keys.lock_alive("test:u1"),
+          keys.user_field("test:u1", "seen"), keys.user_fields("test:u1"), keys.user_field("test:u1", "careful"),
+          keys.history("test:u1")]
+    args = ["tok1", "1", 60000, 5, 60000, 10000, 10000, 40]
+    first = await ADMIT(r, ks, args)
+    again = await ADMIT(r, ks, args)
+    assert first[:4] == again[:4] == [1, 1, 1, 0]  # admitted, holding, first contact (still reported), not careful
+    assert await r.zcard(keys.rate("rate:test:u1")) == 1 and await r.llen(keys.lock_queue("test:u1")) == 1
+    other = await ADMIT(r, ks, ["tok2", *args[1:]])
+    assert other == [0]  # another delivery of the same message id: a duplicate
+    await r.aclose()
+
+
+async def test_gate_and_state_lock_share_one_queue(redis_url):
+    """The gate's turns and RedisStateStore.lock() wait for each other (same keys, same structure)."""
+    from bot.stores.redis_turns import RedisTurnGate
+
+    r = connect(redis_url, 2.0)
+    state, gate = RedisStateStore(r), RedisTurnGate(r, RedisHistoryStore(r))
+    async with state.lock("test:u1", 5):
+        adm = await admission(gate)
+        with pytest.raises(TimeoutError):
+            await adm.enter(0.2)
+    adm = await admission(gate)
+    await adm.enter(2)
+    with pytest.raises(TimeoutError):
+        async with state.lock("test:u1", 0.2):
+            pass
+    await adm.release()
+    async with asyncio.timeout(2):
+        async with state.lock("test:u1", 5):
+            pass
+    await close_auto_pipeline(r)
+    await r.aclose()
+
+
+async def test_gate_turn_of_a_dead_process_frees_after_its_lease(redis_url):
+    from bot.stores.redis_turns import RedisTurnGate
+
+    dead, alive = connect(redis_url, 2.0), connect(redis_url, 2.0)
+    held = await admission(RedisTurnGate(dead, RedisHistoryStore(dead)), hold_s=0.5)
+    await held.enter(5)  # a process that dies holding the conversation: never finished nor released
+    waiting = await admission(RedisTurnGate(alive, RedisHistoryStore(alive)))
+    async with asyncio.timeout(5):
+        await waiting.enter(10)
+    await waiting.release()
+    for c in (dead, alive):
+        await close_auto_pipeline(c)
+        await c.aclose()
