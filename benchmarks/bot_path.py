@@ -5,8 +5,12 @@ Runs a redis-server (or uses --redis-url), worker processes on the STUB engine w
 - baseline: a bare Redis round trip (PING) from this process, in the same run;
 - open loop: messages sent at a fixed rate (default 200/s) by many users; latency of `manager.handle()` from the
   moment each message was due (so a stall counts against every message queued behind it);
-- closed loop: N concurrent users sending back to back for a while: sustained messages/s.
-The crisis screen runs its rules (the embedding layer is measured by benchmarks/safety.py). Prints a table.
+- closed loop: N concurrent users sending back to back for a while: sustained messages/s;
+- the load generator alone (the same open loop with `handle()` replaced by a no-op): what the client itself costs
+  in this process, so the bot column can be read without it.
+The crisis screen runs its rules only (COUNSEL_SAFETY_EMBEDDING=false; the embedding layer is measured by
+benchmarks/safety.py). CPU per message is split per process: this one (manager + load generator), the workers,
+redis-server. Prints a table.
 
     python benchmarks/bot_path.py            # or: make bench-bot
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -34,7 +39,11 @@ from bot.settings import Settings  # noqa: E402
 from bot.stores.redis_stores import build_redis_stores  # noqa: E402
 from bot.types import IncomingMessage  # noqa: E402
 from model import keys  # noqa: E402
+from bot.types import Reply  # noqa: E402
 from model.redis_io import connect  # noqa: E402
+from redis.utils import HIREDIS_AVAILABLE  # noqa: E402
+
+_NULL_REPLY = Reply("", kind="answer")
 
 TEXT = "I've been feeling stressed about work and can't switch off in the evenings."
 
@@ -104,6 +113,13 @@ def message(run: str, i: int, user: int) -> IncomingMessage:
     return IncomingMessage("bench", f"u{user}", TEXT, message_id=f"{run}-{i}")
 
 
+class NullManager:
+    """The load generator's own cost: a handle() that does nothing."""
+
+    async def handle(self, msg):
+        return _NULL_REPLY
+
+
 async def open_loop(manager, rate: float, seconds: float, users: int, run: str) -> tuple[list[float], int]:
     """Messages due every 1/rate s; latency counted from when each was due. Returns (latencies, not answered)."""
     latencies: list[float] = []
@@ -145,6 +161,7 @@ async def closed_loop(manager, concurrency: int, seconds: float, run: str) -> tu
 
 
 async def main(a) -> None:
+    load0 = os.getloadavg()[0]
     redis_proc = workdir = None
     url = a.redis_url
     if url is None:
@@ -174,6 +191,12 @@ async def main(a) -> None:
         cpu.start()
         n, took, lat, fail = await closed_loop(manager, a.concurrency, a.seconds, "closed")
         rows.append((f"closed loop, {a.concurrency} users back to back", n, n / took, lat, fail, cpu.per_message(n)))
+        rate = max(a.rates)
+        cpu.start()
+        lat, fail = await open_loop(NullManager(), rate, a.seconds, a.users, "null")
+        rows.append((f"load generator alone, open loop {rate:.0f} msg/s (no-op handle)", len(lat), len(lat) / a.seconds,
+                     lat, fail, cpu.per_message(len(lat))))
+        beats = [json.loads(await r.get(keys.worker_heartbeat(f"bench-w{i}")) or "{}") for i in range(a.workers)]
     finally:
         for w in workers:
             w.terminate()
@@ -187,8 +210,11 @@ async def main(a) -> None:
             shutil.rmtree(workdir, ignore_errors=True)
 
     load = os.getloadavg()
+    batches = sum(b.get("batches", 0) for b in beats)
     print(f"\nbot path plumbing: manager + Redis + {a.workers} stub worker(s) (engine time excluded), "
-          f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the end, batch size {a.batch_size}\n")
+          f"{os.cpu_count()} CPUs, load average {load0:.2f} at the start, {load[0]:.2f} at the end; batch size "
+          f"{a.batch_size} (mean over the run {sum(b.get('requests', 0) for b in beats) / max(1, batches):.1f}); "
+          f"Redis reply parser: {'hiredis' if HIREDIS_AVAILABLE else 'pure Python'}\n")
     print("| what | messages | messages/s | p50 ms | p99 ms | max ms | not answered "
           "| CPU ms/message: bot / workers / redis |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
