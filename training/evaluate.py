@@ -2,7 +2,7 @@
 
 `run(EvalConfig(...))` loads the held-out split (`training.data.load_split(..., "eval")`), then for each model
 (base first) measures reference perplexity, generates one reply per question through `model.engine.Engine`
-(batched; greedy by default, or seeded sampling), and scores the replies (`training.metrics`). It writes to
+(batched; the served decoding - sampling seeded for reproducibility - or greedy), and scores the replies (`training.metrics`). It writes to
 `out/`:
 
 - `metrics.json`: {label: {perplexity, similarity, distinct_2, ...}}; labels are `base` and each adapter's
@@ -37,6 +37,17 @@ DEFAULT_DATA = str(REPO.parent / "shared" / "data" / "counsel_chat.csv")
 DEFAULT_SAFETY_SET = REPO / "benchmarks" / "safety_set.jsonl"
 BASE_LABEL = "base"
 
+
+def _served(name: str) -> float:
+    """The served decoding default (model.schema.SamplingParams): replies are judged as people receive them."""
+    from model.schema import SamplingParams
+
+    return SamplingParams.model_fields[name].default
+
+
+SERVED_TEMPERATURE, SERVED_TOP_P, SERVED_REPETITION_PENALTY = (
+    _served("temperature"), _served("top_p"), _served("repetition_penalty"))
+
 # Rows of the report's table: (metric key, heading, format, which direction is better).
 TABLE = (
     ("perplexity", "reference perplexity", "{:.2f}", "lower"),
@@ -63,9 +74,10 @@ class EvalConfig:
     split_seed: int = 0  # the train/eval split of sources without a split column (as the training recipe's seed)
     eval_fraction: float = 0.1  # ditto (the recipe's eval_fraction)
     max_new_tokens: int = 160
-    temperature: float = 0.0  # 0 = greedy; > 0 = sampling seeded with `seed`
-    top_p: float = 0.9
-    repetition_penalty: float = 1.1  # the served default
+    # The served decoding (sampling seeded with `seed`), since that is what people get; temperature 0 = greedy.
+    temperature: float = SERVED_TEMPERATURE
+    top_p: float = SERVED_TOP_P
+    repetition_penalty: float = SERVED_REPETITION_PENALTY
     batch_size: int = 16
     max_reference_tokens: int = 1024  # prompt + answer; longer answers are cut at the end
     safety_set: Path | None = DEFAULT_SAFETY_SET
@@ -506,7 +518,8 @@ def cli(
     eval_fraction: Annotated[float, typer.Option(help="data without a split column: the held-out share (the "
                                                       "recipe's `eval_fraction`)")] = 0.1,
     max_new_tokens: Annotated[int, typer.Option(help="reply length limit")] = 160,
-    temperature: Annotated[float, typer.Option(help="0 = greedy; > 0 = sampling seeded with --seed")] = 0.0,
+    temperature: Annotated[float, typer.Option(help="sampling temperature, seeded with --seed (default: the served "
+                                                    "one); 0 = greedy")] = SERVED_TEMPERATURE,
     batch_size: Annotated[int, typer.Option(help="questions generated together")] = 16,
     max_reference_tokens: Annotated[int, typer.Option(
         help="perplexity: prompt + reference answer tokens at most (longer answers are cut at the end)")] = 1024,
