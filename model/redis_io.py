@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 RESULT_TTL_S = 3600  # how long results and outboxes are kept (a request never waits longer than its deadline)
 STREAM_FIELD = b"req"  # the field of a requests-stream entry holding the GenerationRequest JSON
 REPLY_TO_FIELD = b"reply_to"  # optional field: the submitting process's replies stream (keys.replies)
+RID_FIELD = b"rid"  # optional field: the request id, so a worker's TAKE script can check it without parsing JSON
 REPLIES_MAXLEN = 10_000  # a replies stream keeps about this many entries (its reader is never far behind)
 
 # KEYS[1] result key, KEYS[2] outbox, KEYS[3] (optional) replies stream of the waiting process;
@@ -79,6 +80,32 @@ if #ARGV > 3 * n + 4 then
   redis.call('XDEL', KEYS[1], unpack(ids))
 end
 return published
+"""
+
+
+# A worker's next batch taken in the same round trip as the previous batch's publication, when requests are
+# waiting (no blocking in a script): XREADGROUP without BLOCK, and for each entry with a `rid` field the checks the
+# worker makes before generating (result exists? INCR delivery attempts). KEYS[1] the requests stream. ARGV[1]
+# group, ARGV[2] consumer, ARGV[3] count, ARGV[4] attempts ttl s, ARGV[5] prefix of result keys, ARGV[6] prefix of
+# attempts keys (both from model.keys). Returns {id, fields, result exists (-1 = not checked), attempts} per entry.
+TAKE_LUA = """
+local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
+local out = {}
+if not got then return out end
+for _, e in ipairs(got[1][2]) do
+  local fields = e[2]
+  if fields then
+    local rid, done, n = nil, -1, -1
+    for i = 1, #fields, 2 do if fields[i] == 'rid' then rid = fields[i + 1] end end
+    if rid then
+      done = redis.call('EXISTS', ARGV[5] .. rid)
+      n = redis.call('INCR', ARGV[6] .. rid)
+      redis.call('EXPIRE', ARGV[6] .. rid, ARGV[4])
+    end
+    table.insert(out, {e[1], fields, done, n})
+  end
+end
+return out
 """
 
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 
 from model import keys
 from model.batching import Generator, OutputGuard, run_batch
-from model.redis_io import (PUBLISH_BATCH_LUA, REPLIES_MAXLEN, REPLY_TO_FIELD, RESULT_TTL_S, STREAM_FIELD,
-                            AutoPipeline, Link, Lua, chunk_fields, entries)
+from model.redis_io import (PUBLISH_BATCH_LUA, REPLIES_MAXLEN, REPLY_TO_FIELD, RESULT_TTL_S, RID_FIELD,
+                            STREAM_FIELD, TAKE_LUA, AutoPipeline, Link, Lua, chunk_fields, entries)
 from model.rollout import AdapterAnnouncements, free_accelerator_memory, same_path
 from model.schema import GenerationRequest, GenerationResult, StreamChunk, error_result
 
@@ -81,6 +81,10 @@ class InferenceWorker:
         self.name = self.cfg.name
         self.stats = _Stats()
         self._publish = Lua(PUBLISH_BATCH_LUA)
+        self._take = Lua(TAKE_LUA)
+        self._taking = False  # take the next batch along with a publication (one batch in flight at a time)
+        self._taken: list[tuple[bytes, dict]] = []  # entries taken that way, not processed yet
+        self._checked: dict[bytes, tuple[int, int]] = {}  # entry id -> (result exists, attempts) checked by TAKE
         self._reads = Link(redis)  # blocking XREADGROUP on its own connection
         self._pipe = AutoPipeline(redis)  # per-batch checks and publication, on one more connection
         self._reply_to: dict[str, str] = {}
@@ -106,7 +110,8 @@ class InferenceWorker:
         except Exception as e:  # Redis not up yet: the loop below retries
             log.warning("cannot create the consumer group yet: %s", e)
         inflight_max = self.cfg.max_inflight_batches if getattr(self.engine, "concurrent", False) else 1
-        while not self._stopping.is_set():
+        self._taking = inflight_max == 1
+        while not self._stopping.is_set() or self._taken:
             try:
                 await self._housekeeping()
                 if len(self._inflight) >= inflight_max:
@@ -160,6 +165,9 @@ class InferenceWorker:
 
     # --- reading -------------------------------------------------------------------------------------------------
     async def _next_entries(self) -> list[tuple[bytes, dict]]:
+        if self._taken:  # taken with the last publication: requests were waiting
+            entries, self._taken = self._taken, []
+            return await self._fill(entries)
         now = time.monotonic()
         if now >= self._next_claim:  # a dead worker's entries first: they are the oldest
             self._next_claim = now + self.cfg.claim_idle_ms / 2000
@@ -169,7 +177,10 @@ class InferenceWorker:
             if claimed:
                 log.warning("took over %d request(s) left pending by a dead worker", len(claimed))
                 return claimed
-        entries = await self._read(self.cfg.batch_size, self.cfg.block_ms)
+        return await self._fill(await self._read(self.cfg.batch_size, self.cfg.block_ms))
+
+    async def _fill(self, entries: list[tuple[bytes, dict]]) -> list[tuple[bytes, dict]]:
+        """Up to batch_size entries, waiting at most batch_wait_ms after the first for more."""
         if entries and len(entries) < self.cfg.batch_size and self.cfg.batch_wait_ms > 0:
             end = time.monotonic() + self.cfg.batch_wait_ms / 1000
             while len(entries) < self.cfg.batch_size and (left := end - time.monotonic()) > 0:
@@ -207,10 +218,16 @@ class InferenceWorker:
                 continue
             parsed.append((eid, req))
         checks = []
-        for _, req in parsed:  # one round trip for the whole batch
+        for eid, req in parsed:  # one round trip for the whole batch (none for entries TAKE checked)
+            done_n = self._checked.pop(eid, None)
+            if done_n is not None and done_n[0] >= 0 and _rid(entries, eid) == req.request_id:
+                checks += [_done(done_n[0]), _done(done_n[1]), _done(None)]
+                continue
             checks += [self._pipe.call("EXISTS", keys.result(req.request_id)),
                        self._pipe.call("INCR", keys.attempts(req.request_id)),
                        self._pipe.call("EXPIRE", keys.attempts(req.request_id), RESULT_TTL_S)]
+        for eid in ids:
+            self._checked.pop(eid, None)
         flags = await asyncio.gather(*checks)
         live: list[GenerationRequest] = []
         attempt: dict[str, str] = {}
@@ -316,8 +333,22 @@ class InferenceWorker:
             reply_to = self._reply_to.get(rid)
             ks += [keys.result(rid), keys.outbox(rid), reply_to or keys.outbox(rid)]
             per_result += [res.model_dump_json(), attempt.get(rid, self.name), "1" if reply_to else "0"]
-        await self._pipe.script(self._publish, ks, [keys.WORKER_GROUP, RESULT_TTL_S * 1000, REPLIES_MAXLEN,
-                                                    len(results), *per_result, *ids])
+        published = self._pipe.script(self._publish, ks, [keys.WORKER_GROUP, RESULT_TTL_S * 1000, REPLIES_MAXLEN,
+                                                          len(results), *per_result, *ids])
+        if not (self._taking and not self._taken and not self._stopping.is_set()
+                and time.monotonic() < self._next_claim):
+            await published
+            return
+        # the same write takes the next batch if requests are waiting (saves the read and check round trips)
+        taken = self._pipe.script(self._take, [keys.REQUESTS_STREAM], [
+            keys.WORKER_GROUP, self.name, self.cfg.batch_size, RESULT_TTL_S, keys.result(""), keys.attempts("")])
+        pub, got = await asyncio.gather(published, taken, return_exceptions=True)
+        if not isinstance(got, BaseException):
+            for eid, flat, done, n in got or []:
+                self._taken.append((eid, dict(zip(flat[::2], flat[1::2]))))
+                self._checked[eid] = (int(done), int(n))
+        if isinstance(pub, BaseException):
+            raise pub
 
     async def _retrying(self, call, what: str, give_up_s: float = 120.0) -> None:
         """Results must get out: retry through a Redis restart (unpublished entries stay pending otherwise)."""
@@ -416,6 +447,19 @@ def _parse(fields: dict) -> tuple[GenerationRequest | None, str | None]:
     except Exception:
         pass
     return None, "no_id"
+
+
+def _rid(entries: list[tuple[bytes, dict]], entry_id: bytes) -> str | None:
+    fields = next((f for eid, f in entries if eid == entry_id), None) or {}
+    rid = fields.get(RID_FIELD)
+    return rid.decode() if rid is not None else None
+
+
+def _done(value):
+    """An already-completed future (a check TAKE made), awaited like the pipelined ones."""
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result(value)
+    return fut
 
 
 def _is_nogroup(e: Exception) -> bool:

@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from model import keys
-from model.redis_io import (REPLY_TO_FIELD, STREAM_FIELD, Link, auto_pipeline, close_auto_pipeline, connect,
+from model.redis_io import (REPLY_TO_FIELD, RID_FIELD, STREAM_FIELD, Link, auto_pipeline, close_auto_pipeline, connect,
                             decode_outbox_entry, entries)
 from model.schema import GenerationRequest, GenerationResult, StreamChunk, Turn
 
@@ -227,7 +227,8 @@ class RedisRequestQueue:
             self._reader = asyncio.get_running_loop().create_task(self._read_replies(), name="redis-replies")
         try:  # batched with the other commands of this process (model.redis_io.AutoPipeline)
             await auto_pipeline(self.r).call("XADD", keys.REQUESTS_STREAM, "*", STREAM_FIELD,
-                                             request.model_dump_json(), REPLY_TO_FIELD, self.reply_key)
+                                             request.model_dump_json(), REPLY_TO_FIELD, self.reply_key,
+                                             RID_FIELD, request.request_id)
         except BaseException:
             self._waiters.pop(request.request_id, None)
             raise

@@ -116,3 +116,24 @@ async def test_entries_reads_resp2_and_resp3_replies():
     resp2 = [[b"s", [[b"1-0", [b"a", b"b"]], [b"2-0", None]]]]
     assert entries(resp3) == entries(resp2) == [(b"1-0", {b"a": b"b"}), (b"2-0", None)]
     assert entries(None) == []
+
+
+async def test_take_reads_waiting_entries_and_checks_those_with_a_request_id(r):
+    from model.redis_io import RID_FIELD, STREAM_FIELD, TAKE_LUA
+
+    group, stream = keys.WORKER_GROUP, keys.REQUESTS_STREAM
+    take = Lua(TAKE_LUA)
+    args = [group, "w1", 8, 60, keys.result(""), keys.attempts("")]
+    await r.xgroup_create(stream, group, id="0", mkstream=True)
+    assert await take(r, [stream], args) == []  # nothing waiting: nothing taken, no blocking
+    await r.set(keys.result("done"), "x")
+    await r.set(keys.attempts("again"), 2)
+    for rid in ("new", "done", "again"):
+        await r.xadd(stream, {STREAM_FIELD: b"{}", RID_FIELD: rid})
+    await r.xadd(stream, {STREAM_FIELD: b"{}"})  # no request id field: left to the worker's own checks
+    got = await take(r, [stream], args)
+    assert [(done, n) for _, _, done, n in got] == [(0, 1), (1, 1), (0, 3), (-1, -1)]
+    assert dict(zip(got[0][1][::2], got[0][1][1::2]))[RID_FIELD] == b"new"
+    assert (await r.xpending(stream, group))["pending"] == 4  # delivered to w1, like XREADGROUP
+    assert await r.ttl(keys.attempts("new")) > 0
+    assert await take(r, [stream], args) == []

@@ -224,3 +224,48 @@ async def test_a_concurrent_engine_takes_new_batches_while_one_is_in_flight(runt
         worker.stop()
         await asyncio.wait_for(task, 60)
         await worker.r.aclose()
+
+
+async def test_requests_waiting_at_publication_are_taken_in_the_same_round_trip_and_checked(redis_url):
+    """The next batch comes with the previous batch's publication (TAKE): checked like any other delivery (a request
+    already answered is not generated again), answered once."""
+    from benchmarks.stub_engine import StubEngine, stub_reply
+    from bot.stores.redis_stores import RedisRequestQueue
+    from model.redis_io import publish_result
+
+    r = connect(redis_url, 2.0)
+    engine = StubEngine(latency_s=0.3)
+    worker = InferenceWorker(connect(redis_url, 2.0), engine, config=fast_config(batch_size=4, batch_wait_ms=0))
+    queue = RedisRequestQueue(connect(redis_url, 2.0))
+    calls = []
+    real_call = worker._pipe.call
+    worker._pipe.call = lambda *a, **kw: calls.append(a) or real_call(*a, **kw)
+    task = asyncio.create_task(worker.run())
+    first = GenerationRequest(message="first", sampling=GREEDY, stream=False)
+    await queue.submit(first)
+    async with asyncio.timeout(10):  # the first batch is being generated
+        while not engine.batches:
+            await asyncio.sleep(0.01)
+    answered = GenerationRequest(message="answered before", sampling=GREEDY, stream=False)
+    await publish_result(r, GenerationResult(request_id=answered.request_id, text="earlier answer"), "w0")
+    fresh = GenerationRequest(message="fresh", sampling=GREEDY, stream=False)
+    for req in (answered, fresh):  # waiting when the first batch is published
+        await queue.submit(req)
+    results = {}
+    for req in (first, answered, fresh):
+        _, results[req.message] = await collect(queue, req.request_id, 30)
+    assert results["first"].text == stub_reply("first") and results["fresh"].text == stub_reply("fresh")
+    assert results["answered before"].text == "earlier answer"
+    assert [len(b) for b in engine.batches] == [1, 1]  # the answered one was not generated again
+    assert engine.seen[1].message == "fresh"
+    scripts = [c[1] for c in calls if c[0] == "EVALSHA"]
+    assert worker._take.sha in scripts  # taken along with the first publication
+    checked_apart = {c[1] for c in calls if c[0] == "EXISTS"}
+    assert keys.result(first.request_id) in checked_apart  # read by XREADGROUP: checked in its own round trip
+    assert not {keys.result(answered.request_id), keys.result(fresh.request_id)} & checked_apart  # TAKE checked
+    assert await r.xlen(keys.REQUESTS_STREAM) == 0
+    worker.stop()
+    await asyncio.wait_for(task, 30)
+    await queue.close()
+    await worker.r.aclose()
+    await r.aclose()
