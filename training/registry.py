@@ -112,6 +112,8 @@ class AdapterRegistry:
                     shutil.copy2(f, tmp / f.name)
             for name, text in (extra_files or {}).items():
                 (tmp / name).write_text(text)
+            for f in tmp.iterdir():  # safetensors may be written private (0600): readable by the workers too
+                f.chmod(0o644)
             os.rename(tmp, self.root / version)  # fails if a concurrent promotion took the name
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -33,7 +33,10 @@ def test_registry_versions_current_link_and_history(tmp_path):
     with pytest.raises(RegistryError):
         reg.promote(tmp_path)  # no adapter_config.json there
 
-    v1 = reg.promote(_fake_adapter(tmp_path / "a", "a"), extra_files={"gate.json": "{}"})
+    private = _fake_adapter(tmp_path / "a", "a")
+    for f in private.iterdir():
+        f.chmod(0o600)  # as safetensors may leave a trained adapter
+    v1 = reg.promote(private, extra_files={"gate.json": "{}"})
     v2 = reg.promote(_fake_adapter(tmp_path / "b", "b"))
     assert (v1, v2) == ("v0001", "v0002") and reg.versions() == [v1, v2]
     link = reg.root / "current"
@@ -41,6 +44,7 @@ def test_registry_versions_current_link_and_history(tmp_path):
     assert reg.current_path() == (reg.root / "v0002").resolve()
     assert (reg.root / "v0001" / "gate.json").exists()
     assert (reg.root / "v0001").stat().st_mode & 0o777 == 0o755  # readable by workers running as another user
+    assert all(f.stat().st_mode & 0o777 == 0o644 for f in (reg.root / "v0001").iterdir())
     assert json.loads((reg.current_path() / "adapter_config.json").read_text())["tag"] == "b"
     assert not [p for p in reg.root.iterdir() if p.name.startswith(".")]  # no temp leftovers
 
