@@ -285,7 +285,8 @@ class InferenceWorker:
             next_touch = 0.0
             while not finished.is_set():
                 try:  # stopped by the event, not by cancel(): a cancelled Redis call can lose its connection
-                    await asyncio.wait_for(finished.wait(), self.cfg.chunk_flush_ms / 1000)
+                    async with asyncio.timeout(self.cfg.chunk_flush_ms / 1000):  # (no extra task, unlike wait_for)
+                        await finished.wait()
                 except TimeoutError:
                     pass
                 try:
