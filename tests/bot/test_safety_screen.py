@@ -155,11 +155,11 @@ def test_embedding_layer_leaves_everyday_messages_alone(layer_without):
         assert not layer_without(text).crisis
 
 
-def test_screen_uses_the_embedding_layer_only_when_enabled():
-    text = "I'm checking out for good this time, tell my sister I'm sorry"
+def test_screen_uses_the_learned_layer_only_when_enabled():
+    text = "I'm so tired of living, tonight I go"
     assert not screen(text).crisis
     embed.configure(True)
-    assert screen(text).crisis and screen(text).rule.endswith(":embedding")
+    assert screen(text).crisis and screen(text).rule.endswith(":classifier")
 
 
 # --- careful mode through the manager -------------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""The crisis screen's learned layer (bot.safety.classifier): every category, hard negatives, long messages with a
+buried crisis, the shipped weights and their recorded figures, and the fit script's determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.safety import classifier, fit
+from bot.safety.screen import CATEGORIES
+
+# Phrasings written for these tests (not in train.jsonl or the benchmark sets) that no rule matches.
+CRISES = {
+    "suicide": ["I keep thinking my kids would be fine without me around, I've sorted out the insurance",
+                "tonight I'm going to swallow everything in the medicine cabinet and finally sleep",
+                "there's no point dragging this out, I'm going to the bridge after my shift"],
+    "self_harm": ["I took the blade out of the sharpener again and did my arm",
+                  "the only thing that helps is when I burn my skin with the lighter"],
+    "harm_to_others": ["I'm waiting in his driveway with the bat and I'm going to break his skull"],
+    "abuse": ["my boyfriend strangled me last night and said he'd finish it if I tell anyone"],
+    "medical_emergency": ["my girlfriend took a whole bottle of pills and is not waking up"],
+}
+NOT_CRISES = [
+    "this meeting is killing me", "how do I kill a stuck docker container", "I'm a nurse studying overdose care",
+    "I used to cut in school but I've been clean for years", "I feel lonely since I moved here",
+    "my boss will kill me if I miss the deadline lol", "I've been collecting vinyl records", "hello",
+    "I'm so tired after work today", "what are the warning signs that a friend is suicidal?",
+]
+
+
+@pytest.fixture(scope="module")
+def layer():
+    return classifier.default()
+
+
+@pytest.mark.parametrize("category,text", [(c, t) for c, ts in CRISES.items() for t in ts])
+def test_crises_no_rule_catches(layer, category, text):
+    result = layer(text)
+    assert result.crisis and result.rule == f"{result.category}:classifier" and text not in result.rule
+    assert result.category == category
+
+
+def test_every_category_is_covered():
+    assert set(CRISES) == set(CATEGORIES) and set(classifier.LABELS[1:]) == set(CATEGORIES)
+
+
+@pytest.mark.parametrize("text", NOT_CRISES)
+def test_hard_negatives(layer, text):
+    assert not layer(text).crisis
+
+
+def test_a_crisis_buried_in_a_long_message(layer):
+    small_talk = "Work was fine today. I made pasta for dinner. The weather was grey but ok. "
+    text = small_talk * 30 + "I've got the pills counted out and tonight I'm going to take them all. " + small_talk * 5
+    result = layer(text)
+    assert result.crisis and result.category in ("suicide", "medical_emergency")
+    assert not layer(small_talk * 40).crisis
+
+
+def test_windows_are_bounded_and_risky_first():
+    text = " ".join(f"Sentence number {i} about my garden." for i in range(200)) + " I want to die tonight."
+    windows = classifier.split_windows(text)
+    assert len(windows) == classifier.MAX_WINDOWS
+    assert any("i want to die tonight" in w for w in windows)
+    assert classifier.split_windows("") == [] and classifier.split_windows("hi") == ["hi"]
+
+
+def test_shipped_weights_are_whole_and_recorded():
+    weights = classifier.load_weights()
+    assert weights["labels"] == list(classifier.LABELS)
+    assert 0.5 <= weights["threshold"] < 1
+    assert len(weights["W_embedding"]) == 6 and all(len(row) == 384 for row in weights["W_embedding"])
+    assert set(weights["W_words"]) == set(weights["lexicon"]["vocab"])
+    oof = weights["out_of_fold"]["all"]
+    assert oof["fpr"] <= fit.TARGET_FPR + 1e-9 and oof["recall"] > 0.5
+    assert weights["data"]["train.jsonl sha256"] == __import__("hashlib").sha256(fit.TRAIN.read_bytes()).hexdigest()
+
+
+def test_training_data_shape():
+    rows = fit.load(fit.TRAIN)
+    crises = [r for r in rows if r["crisis"]]
+    assert len(rows) >= 1500 and len({r["text"] for r in rows}) == len(rows)
+    assert {r["category"] for r in crises} == set(CATEGORIES)
+    assert all(r["category"] is None for r in rows if not r["crisis"])
+    assert len(rows) - len(crises) >= 0.4 * len(rows)
+    assert all(sum(r["category"] == c for r in crises) >= 100 for c in CATEGORIES)
+
+
+def test_fit_is_deterministic_and_reproduces_the_shipped_model(tmp_path, monkeypatch):
+    """Refit with fresh embeddings (no cache) and compare with the shipped file: same threshold and figures, the
+    same weights up to float noise."""
+    monkeypatch.setattr(fit, "CACHE", None)
+    out = tmp_path / "classifier.json"
+    fit.main(["--out", str(out), "--no-cache"])
+    new, shipped = json.loads(out.read_text()), classifier.load_weights()
+    assert new["threshold"] == pytest.approx(shipped["threshold"], abs=2e-3)
+    assert new["out_of_fold"]["all"]["recall"] == pytest.approx(shipped["out_of_fold"]["all"]["recall"], abs=0.005)
+    assert new["lexicon"]["vocab"] == shipped["lexicon"]["vocab"]
+    diff = max(abs(a - b) for ra, rb in zip(new["W_embedding"], shipped["W_embedding"]) for a, b in zip(ra, rb))
+    assert diff < 1e-2
