@@ -17,6 +17,8 @@ backward, on the GPU before a run relies on the fast one.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from typing import Any
 
@@ -60,21 +62,17 @@ def _layout(position_ids, attention_mask, batch: int):
     return layout
 
 
+@functools.cache
 def _varlen_kernel():
+    """PyTorch's varlen flash attention as fn(q, k, v, cu, max_len, scale), causal; None where it is missing.
+    Looked up once: it is called for every layer of every forward."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
         return None
-    return varlen_attn
-
-
-def _call_varlen(fn, q, k, v, cu, max_len, scale):
-    import inspect
-
-    params = inspect.signature(fn).parameters
-    if "window_size" in params:  # PyTorch >= 2.10: causal = no keys to the right
-        return fn(q, k, v, cu, cu, max_len, max_len, scale=scale, window_size=(-1, 0))
-    return fn(q, k, v, cu, cu, max_len, max_len, is_causal=True)  # PyTorch 2.9
+    if "window_size" in inspect.signature(varlen_attn).parameters:  # PyTorch >= 2.10: causal = no keys to the right
+        return lambda q, k, v, cu, n, scale: varlen_attn(q, k, v, cu, cu, n, n, scale=scale, window_size=(-1, 0))
+    return lambda q, k, v, cu, n, scale: varlen_attn(q, k, v, cu, cu, n, n, is_causal=True)  # PyTorch 2.9
 
 
 def _masked_sdpa(q, k, v, cu, scale):
@@ -98,7 +96,7 @@ def packed_attention(q, k, v, cu, max_len, scale, force_reference: bool = False)
     if fn is not None and q.is_cuda:
         dtype = q.dtype if q.dtype in (torch.float16, torch.bfloat16) else (
             torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16)
-        return _call_varlen(fn, q.to(dtype), k.to(dtype), v.to(dtype), cu, max_len, scale)
+        return fn(q.to(dtype), k.to(dtype), v.to(dtype), cu, max_len, scale)
     return _masked_sdpa(q, k, v, cu, scale)
 
 
