@@ -126,6 +126,7 @@ class _Seq:
     done: threading.Event = field(default_factory=threading.Event)
     tokens: list[int] = field(default_factory=list)
     slot: int = -1
+    fed: int = 0  # decode steps launched for it (each feeds one token and samples the next)
     stream: TextStream | None = None
     submitted: float = field(default_factory=time.perf_counter)
     started: float = 0.0
@@ -196,7 +197,9 @@ class SlotEngine(Engine):
             from model.fused import use_slot_attention
 
             use_slot_attention(self.model)
-        self._pinned = torch.zeros(slots, dtype=torch.long, pin_memory=self.device.type == "cuda")
+        pin = self.device.type == "cuda"  # two host buffers: one step's tokens are read while the next is written
+        self._host = [torch.zeros(slots, dtype=torch.long, pin_memory=pin) for _ in range(2)]
+        self._flip = 0
         self._sampling_slots: set[int] = set()
         self.prefill_token_budget = prefill_token_budget
         self.cache = SlotCache(cfg.num_hidden_layers, slots, cfg.num_key_value_heads, self.max_len, self.head_dim,
@@ -207,6 +210,7 @@ class SlotEngine(Engine):
         dev = self.device
         self.tok_buf = torch.zeros(slots, 1, dtype=torch.long, device=dev)
         self.pos_buf = torch.zeros(slots, 1, dtype=torch.long, device=dev)
+        self.out_tok = torch.zeros(slots, dtype=torch.long, device=dev)
         self.arange = torch.arange(self.max_len, device=dev)
         vocab = self.model.get_output_embeddings().weight.shape[0]
         self.seen = torch.zeros(slots, vocab, dtype=torch.bool, device=dev)
@@ -214,7 +218,7 @@ class SlotEngine(Engine):
         self.temperature = torch.ones(slots, device=dev)
         self.top_p = torch.ones(slots, device=dev)
         self.greedy = torch.ones(slots, dtype=torch.bool, device=dev)
-        self.graphs: dict[tuple[int, int], tuple[Any, Any]] = {}
+        self.graphs: dict[tuple[int, int], Any] = {}
         self._pool = None
         self._free = list(range(slots))
         heapq.heapify(self._free)
@@ -321,9 +325,14 @@ class SlotEngine(Engine):
 
     # ------------------------------------------------------------------ scheduler thread
     def _loop(self) -> None:
+        """Admit, prefill, decode. Decoding is pipelined: step n+1 is launched before step n's tokens are read back,
+        so the host's work per step (streams, stop checks, bookkeeping) runs while the GPU computes the next step.
+        The next step's input tokens and positions never leave the device; a row that stopped at step n costs one
+        discarded token at step n+1."""
         import torch
 
         last_log, last_tokens = time.monotonic(), self.stats.generated_tokens
+        inflight = None
         with torch.inference_mode():
             while True:
                 with self._cond:
@@ -340,15 +349,22 @@ class SlotEngine(Engine):
                     self.stats.queued = len(self._pending)
                 t0 = time.perf_counter()
                 try:
-                    if self.packed_prefill and len(admitted) > 1:
-                        self._prefill_packed(admitted)
-                    else:
-                        for seq in admitted:
-                            self._prefill(seq)
-                    if self._active:
-                        self._decode_step()
+                    if admitted:
+                        if inflight is not None:  # settle the step in flight before its rows change hands
+                            self._collect(inflight)
+                            inflight = None
+                        if self.packed_prefill and len(admitted) > 1:
+                            self._prefill_packed(admitted)
+                        else:
+                            for seq in admitted:
+                                self._prefill(seq)
+                    launched = self._launch() if self._active else None
+                    if inflight is not None:
+                        self._collect(inflight)
+                    inflight = launched
                 except Exception as e:  # never a dead engine: fail what is in flight, keep serving
                     log.exception("slot engine step failed; failing %d active requests", len(self._active))
+                    inflight = None
                     for seq in list(self._active.values()) + [s for s in admitted if s.slot not in self._active
                                                               and not s.done.is_set()]:
                         self._finish(seq, error=type(e).__name__)
@@ -402,7 +418,8 @@ class SlotEngine(Engine):
             start = end
 
     def _start(self, seq: _Seq, logits, n: int) -> None:
-        """A prefilled sequence: per-slot sampling state, its first token."""
+        """A prefilled sequence: per-slot sampling state, its first token, which the next decode step feeds at
+        position n (both written on the device)."""
         import torch
 
         ids = torch.tensor(seq.prompt_ids, device=self.device)
@@ -416,42 +433,52 @@ class SlotEngine(Engine):
         if not s.greedy:
             self._sampling_slots.add(i)
         self._active[i] = seq
+        seq.fed = 0
         self.stats.prefill_tokens += n
         if s.seed is not None:
             torch.manual_seed(s.seed)
-        token = self._sample(logits, torch.tensor([i], device=self.device))
+        rows = torch.tensor([i], device=self.device)
+        token = self._sample(logits, self.seen[rows], rows, sampling=not s.greedy)
+        self.seen[i, token[0]] = True
+        self.tok_buf[i, 0] = token[0]
+        self.pos_buf[i, 0] = n
         self._advance({i: int(token[0])})
 
-    def _decode_step(self) -> None:
+    def _launch(self):
+        """Start one decode step for every active slot (graph replay on CUDA) and the copy of its tokens to the
+        host; returns what `_collect` needs, or None when every active row already has all its tokens in flight."""
         import torch
 
-        rows = max(self._active) + 1
-        b = bucket(rows, self.batch_buckets)
-        pos = [0] * b
-        for i, seq in self._active.items():
-            pos[i] = len(seq.prompt_ids) + len(seq.tokens) - 1
-        length = bucket(max(pos) + 1, self.length_buckets)
-        # inactive rows inside the bucket write into their own free slot at position 0: harmless
-        self.pos_buf[:b, 0].copy_(torch.tensor(pos), non_blocking=True)
-        toks = [self._active[i].tokens[-1] if i in self._active else 0 for i in range(b)]
-        self.tok_buf[:b, 0].copy_(torch.tensor(toks), non_blocking=True)
+        live = {i: seq for i, seq in self._active.items() if seq.fed < seq.max_new - 1}
+        if not live:
+            return None
+        b = bucket(max(self._active) + 1, self.batch_buckets)
+        # rows inside the bucket that are free (or finished) decode garbage into their own slot: harmless
+        length = bucket(max(len(seq.prompt_ids) + seq.fed for seq in live.values()) + 1, self.length_buckets)
         if self.use_graphs:
-            graph, logits = self._graph(b, length)
-            graph.replay()
+            self._graph(b, length).replay()
         else:
-            logits = self._forward(b, length)
-        token = self._sample(logits, torch.arange(b, device=self.device))
-        if self.device.type == "cuda":  # wait for the tokens without holding the GIL (clients keep arriving)
-            host = self._pinned[:b]
-            host.copy_(token, non_blocking=True)
+            self._step(b, length)
+        host = self._host[self._flip]
+        self._flip ^= 1
+        host[:b].copy_(self.out_tok[:b], non_blocking=True)
+        done = None
+        if self.device.type == "cuda":
             done = torch.cuda.Event()
             done.record()
-            done.synchronize()
-            values = host.tolist()
-        else:
-            values = token.tolist()
+        for seq in live.values():
+            seq.fed += 1
         self.stats.decode_steps += 1
-        self._advance({i: values[i] for i in list(self._active)})
+        return done, host, b, live
+
+    def _collect(self, launched) -> None:
+        """Read a launched step's tokens (waiting without holding the GIL, so clients keep arriving) and hand them
+        to their sequences; rows that stopped meanwhile are skipped."""
+        done, host, b, live = launched
+        if done is not None:
+            done.synchronize()
+        values = host[:b].tolist()
+        self._advance({i: values[i] for i, seq in live.items() if self._active.get(i) is seq})
 
     def _forward(self, b: int, length: int):
         pos = self.pos_buf[:b]
@@ -461,47 +488,61 @@ class SlotEngine(Engine):
                          use_cache=True, logits_to_keep=1, **{self._cache_kw: self.cache})
         return out.logits[:, -1, :]
 
+    def _step(self, b: int, length: int, sampling: bool | None = None) -> None:
+        """One decode step for rows [0, b), all on the device: forward, sample, and the next step's inputs (each
+        row's token, its position + 1, clamped so a finished row's extra step stays inside its slot)."""
+        logits = self._forward(b, length)
+        rows = slice(0, b)
+        seen = self.seen[:b]
+        token = self._sample(logits, seen, rows, sampling=bool(self._sampling_slots) if sampling is None else sampling)
+        seen.scatter_(1, token[:, None], True)
+        self.out_tok[:b].copy_(token)
+        self.tok_buf[:b, 0].copy_(token)
+        self.pos_buf[:b].add_(1).clamp_(max=self.max_len - 1)
+
     def _graph(self, b: int, length: int):
         import torch
 
         key = (b, length)
         if key not in self.graphs:
+            state = [t.clone() for t in (self.tok_buf, self.pos_buf, self.seen, self.out_tok)]
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):  # warm-up outside the graph (lazy initializations, workspace handles)
                 for _ in range(2):
-                    self._forward(b, length)
+                    self._step(b, length, sampling=True)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
             with torch.cuda.graph(graph, pool=self._pool):
-                logits = self._forward(b, length)
-            self.graphs[key] = (graph, logits)
+                self._step(b, length, sampling=True)  # one graph for greedy and sampled rows alike
+            for buf, saved in zip((self.tok_buf, self.pos_buf, self.seen, self.out_tok), state):
+                buf.copy_(saved)  # the warm-up steps must not advance the rows being served
+            self.graphs[key] = graph
             self.stats.graphs = len(self.graphs)
         return self.graphs[key]
 
-    def _sample(self, logits, rows):
-        """Repetition penalty, then greedy or temperature + top-p sampling, per row (as transformers does)."""
+    def _sample(self, logits, seen, rows, sampling: bool = True):
+        """Repetition penalty, then greedy or temperature + top-p sampling, per row (as transformers does). Sampling
+        draws argmax(p / E) with E ~ Exp(1), which is a draw from p (as torch.multinomial does for one sample) and
+        can be captured in a CUDA graph."""
         import torch
 
         scores = logits.float()
         pen = self.penalty[rows].unsqueeze(1)
-        seen = self.seen[rows]
         scores = torch.where(seen, torch.where(scores < 0, scores * pen, scores / pen), scores)
         token = scores.argmax(-1)
-        if self._sampling_slots:
-            greedy = self.greedy[rows]
+        if sampling:
             t = scores / self.temperature[rows].unsqueeze(1)
             sorted_scores, order = torch.sort(t, descending=False)
             cum = sorted_scores.softmax(-1).cumsum(-1)
             drop_sorted = cum <= (1 - self.top_p[rows].unsqueeze(1))
             drop_sorted[:, -1] = False
             drop = drop_sorted.scatter(1, order, drop_sorted)
-            t = t.masked_fill(drop, float("-inf"))
-            sampled = torch.multinomial(t.softmax(-1), 1).squeeze(1)
-            token = torch.where(greedy, token, sampled)
-        self.seen[rows, token] = True
+            probs = t.masked_fill(drop, float("-inf")).softmax(-1)
+            sampled = (probs / torch.empty_like(probs).exponential_()).argmax(-1)
+            token = torch.where(self.greedy[rows], token, sampled)
         return token
 
     def _advance(self, new_tokens: dict[int, int]) -> None:
