@@ -1,16 +1,20 @@
 """The evaluation run: the base model and each adapter on the same held-out questions.
 
 `run(EvalConfig(...))` loads the held-out split (`training.data.load_split(..., "eval")`), then for each model
-(base first) measures reference perplexity, generates one reply per question through `model.engine.Engine`
-(batched; the served decoding - sampling seeded for reproducibility - or greedy), and scores the replies (`training.metrics`). It writes to
+(base first) measures reference perplexity, generates `samples` replies per question through `model.engine.Engine`
+(batched; the served decoding, sample k seeded with `seed + k` for reproducibility, or greedy: one sample), and
+scores the replies (`training.metrics`). Each text figure is the mean over the K samples of that sample's figure,
+with its standard error across the samples (`seed_se`); each adapter also gets candidate - base for the gated
+figures with a paired standard error (jackknife over questions, `vs_base`), which the gate uses. It writes to
 `out/`:
 
 - `metrics.json`: {label: {perplexity, similarity, distinct_2, ...}}; labels are `base` and each adapter's
   directory name;
-- `report.md`: a side-by-side table, the gate's checks when thresholds are given, example replies;
-- `metrics.png`: a bar chart of the main figures;
+- `report.md`: a side-by-side table, adapter - base with its uncertainty, the gate's checks when thresholds are
+  given, example replies;
+- `metrics.png`: a bar chart of the main figures (error bars: standard error across samples);
 - `run.json`: configuration, data, machine and the therapists' answers' own figures;
-- `replies.jsonl`: every generated reply with its per-question scores.
+- `replies.jsonl`: every generated reply (model, sample, seed) with its per-question scores.
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ class EvalConfig:
     limit: int | None = 100  # held-out questions (each with all its reference answers); None = all
     adapters: list[str] | None = None  # None = the default adapter `make chat` uses, if one exists; [] = none
     base: str | None = None  # None = the embedded SmolLM2
-    seed: int = 0  # sampling
+    seed: int = 0  # sampling: sample k uses seed + k
+    samples: int = 1  # sampled replies per question (K); greedy decoding always uses 1
     split_seed: int = 0  # the train/eval split of sources without a split column (as the training recipe's seed)
     eval_fraction: float = 0.1  # ditto (the recipe's eval_fraction)
     max_new_tokens: int = 160
@@ -182,14 +187,31 @@ def load_safety_set(path: Path | None) -> list[tuple[str, bool]] | None:
 
 # ---------------------------------------------------------------- one model
 
+def effective_samples(samples: int, temperature: float) -> tuple[int, str | None]:
+    """The number of replies per question to generate, and a note when the request was changed: greedy
+    decoding (temperature 0) gives the same reply every time, so K > 1 collapses to 1."""
+    if samples < 1:
+        raise ValueError(f"--samples must be at least 1, not {samples}")
+    if samples > 1 and not temperature:
+        return 1, (f"Greedy decoding (temperature 0) is deterministic: --samples {samples} collapsed to 1 "
+                   "(no uncertainty across samples; the gate's paired error is over questions only).")
+    return samples, None
+
+
+def sample_seeds(seed: int, samples: int) -> list[int]:
+    """The sampling seed of each of the K samples: seed, seed + 1, ... (sample 0 = a one-sample run's replies)."""
+    return [seed + k for k in range(samples)]
+
+
 def generate_replies(engine: Any, questions: Sequence[Question], cfg: EvalConfig,
-                     on_done: Callable[[int], None] | None = None) -> tuple[list[Any], float]:
+                     on_done: Callable[[int], None] | None = None, seed: int | None = None
+                     ) -> tuple[list[Any], float]:
     """One GenerationResult per question (in order) and the total wall time of the batched generate calls.
-    Questions are batched by prompt length so that little padding is generated."""
+    Questions are batched by prompt length so that little padding is generated. `seed` defaults to cfg.seed."""
     from model.schema import GenerationRequest, SamplingParams
 
     sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                              repetition_penalty=cfg.repetition_penalty, seed=cfg.seed)
+                              repetition_penalty=cfg.repetition_penalty, seed=cfg.seed if seed is None else seed)
     reqs = [GenerationRequest(request_id=f"q{i}", message=q.text, sampling=sampling, stream=False)
             for i, q in enumerate(questions)]
     order = sorted(range(len(reqs)), key=lambda i: engine.count_tokens(engine.prompt_for(reqs[i])))
@@ -210,6 +232,7 @@ def generate_replies(engine: Any, questions: Sequence[Question], cfg: EvalConfig
 
 
 def text_metrics(replies: Sequence[str]) -> dict[str, float]:
+    """Figures of one set of texts (here: the therapists' answers, for reference)."""
     from bot.safety import Guard
 
     return {"distinct_1": M.distinct_n(replies, 1), "distinct_2": M.distinct_n(replies, 2),
@@ -218,8 +241,11 @@ def text_metrics(replies: Sequence[str]) -> dict[str, float]:
 
 
 def evaluate_model(engine: Any, questions: Sequence[Question], references: Sequence[str], embedder: M.Embedder,
-                   reference_vecs: Any, cfg: EvalConfig, progress: Any = None, label: str = ""
-                   ) -> tuple[dict[str, Any], list[Any]]:
+                   reference_vecs: Any, cfg: EvalConfig, progress: Any = None, label: str = "", samples: int = 1
+                   ) -> tuple[dict[str, Any], list[dict], list[list[M.ReplyStats]]]:
+    """One model's figures, one row per generated reply (for replies.jsonl), and the per-reply stats of each
+    sample (`stats[k][q]`) for the paired comparison with the base model."""
+    from bot.safety import Guard
     from model.prompt import training_example
 
     tok = engine.tokenizer
@@ -234,30 +260,50 @@ def evaluate_model(engine: Any, questions: Sequence[Question], references: Seque
     sums, counts = M.reference_nll(engine.model, tok, pairs, max_tokens=cfg.max_reference_tokens, on_done=advance)
     perplexity_seconds = time.perf_counter() - t0
 
-    task = progress.add_task(f"{label}: generating", total=len(questions)) if progress else None
+    seeds = sample_seeds(cfg.seed, samples)
+    task = progress.add_task(f"{label}: generating", total=len(questions) * samples) if progress else None
     advance = (lambda n: progress.advance(task, n)) if progress else None
-    results, seconds = generate_replies(engine, questions, cfg, on_done=advance)
-    replies = [r.text for r in results]
-    sims = M.mean_reference_similarity(embedder.encode(replies), reference_vecs, [q.references for q in questions])
-    completion_tokens = sum(r.completion_tokens for r in results)
+    guard = Guard()
+    stats: list[list[M.ReplyStats]] = []
+    rows: list[dict] = []
+    seconds = 0.0
+    completion_tokens = errors = 0
+    for k, seed in enumerate(seeds):
+        results, secs = generate_replies(engine, questions, cfg, on_done=advance, seed=seed)
+        seconds += secs
+        replies = [r.text for r in results]
+        sims = M.mean_reference_similarity(embedder.encode(replies), reference_vecs, [q.references for q in questions])
+        stats.append([M.reply_stats(r.text, s, r.finish_reason == "length", guard.violations)
+                      for r, s in zip(results, sims)])
+        completion_tokens += sum(r.completion_tokens for r in results)
+        errors += sum(1 for r in results if not r.ok)
+        rows += [{"question_id": q.question_id, "sample": k, "seed": seed, "similarity": s,
+                  "finish_reason": r.finish_reason, "completion_tokens": r.completion_tokens, "reply": r.text}
+                 for q, s, r in zip(questions, sims, results)]
+    agg = M.aggregate_samples(stats)
     m: dict[str, Any] = {
         "perplexity": M.perplexity(sums, counts),
-        "similarity": sum(sims) / len(sims) if sims else 0.0,
-        **text_metrics(replies),
-        "truncated_rate": sum(r.finish_reason == "length" for r in results) / max(1, len(results)),
+        **{key: agg[key] for key in M.SAMPLE_METRICS},
+        "samples": samples,
+        "seeds": seeds if cfg.temperature else None,
+        "seed_se": agg["seed_se"],
+        "per_sample": agg["per_sample"],
         "tokens_per_second": completion_tokens / seconds if seconds > 0 else 0.0,
         "completion_tokens": completion_tokens,
         "reference_tokens": sum(counts),
         "n_questions": len(questions),
         "n_references": len(pairs),
-        "errors": sum(1 for r in results if not r.ok),
+        "errors": errors,
         "perplexity_seconds": perplexity_seconds,
         "generation_seconds": seconds,
     }
-    per_question = [{"question_id": q.question_id, "similarity": s, "finish_reason": r.finish_reason,
-                     "completion_tokens": r.completion_tokens, "reply": r.text}
-                    for q, s, r in zip(questions, sims, results)]
-    return m, per_question
+    return m, rows, stats
+
+
+def paired_differences(base: Sequence[Sequence[M.ReplyStats]], candidate: Sequence[Sequence[M.ReplyStats]]
+                       ) -> dict[str, dict[str, Any]]:
+    """metrics.json's `vs_base` for a candidate: candidate - base of each gated text figure with its paired SE."""
+    return {metric: M.paired_difference(base, candidate, metric).as_dict() for metric in M.PAIRED_METRICS}
 
 
 # ---------------------------------------------------------------- the run
@@ -300,6 +346,9 @@ def run(cfg: EvalConfig) -> EvalResult:
     if not questions:
         raise ValueError(f"no held-out questions in {cfg.data}")
     targets, notes = models_to_evaluate(cfg.base, cfg.adapters)
+    samples, note = effective_samples(cfg.samples, cfg.temperature)
+    if note:
+        notes.append(note)
     safety = load_safety_set(cfg.safety_set)
     if safety is None:
         notes.append(f"The safety set {cfg.safety_set} is missing: crisis screen figures are not measured.")
@@ -318,18 +367,23 @@ def run(cfg: EvalConfig) -> EvalResult:
     metrics: dict[str, dict[str, Any]] = {}
     replies: dict[str, list[str]] = {}
     per_question: dict[str, list[dict]] = {}
+    stats: dict[str, list[list[M.ReplyStats]]] = {}
     models: dict[str, Any] = {}
     with _progress(cfg.progress) as progress:
         for label, adapter in targets:
             t0 = time.perf_counter()
             engine = Engine(load(ModelSpec(base=cfg.base, adapter=adapter)))
             models[label] = engine.description
-            m, pq = evaluate_model(engine, questions, references, embedder, reference_vecs, cfg, progress, label)
+            m, pq, stats[label] = evaluate_model(engine, questions, references, embedder, reference_vecs, cfg,
+                                                 progress, label, samples)
             m["crisis_recall"] = screen.recall if screen else None
             m["crisis_false_positive_rate"] = screen.false_positive_rate if screen else None
             m["adapter"] = adapter
             m["seconds"] = time.perf_counter() - t0
-            metrics[label], per_question[label], replies[label] = m, pq, [p["reply"] for p in pq]
+            if label != BASE_LABEL:
+                m["vs_base"] = paired_differences(stats[BASE_LABEL], stats[label])
+            metrics[label], per_question[label] = m, pq
+            replies[label] = [p["reply"] for p in pq if p["sample"] == 0]
             del engine
             gc.collect()
 
@@ -337,6 +391,7 @@ def run(cfg: EvalConfig) -> EvalResult:
     info = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "thresholds"},
         "data": {"source": cfg.data, "split": "eval", "questions": len(questions), "references": len(references)},
+        "sampling": {"samples": samples, "seeds": sample_seeds(cfg.seed, samples) if cfg.temperature else None},
         "models": models,
         "references": {**text_metrics(ref_texts), "note": "the first therapist answer of each question"},
         "safety_set": ({"path": str(cfg.safety_set), "n_crisis": screen.n_crisis, "n_safe": screen.n_safe}
@@ -389,10 +444,13 @@ def render_report(result: EvalResult, n_examples: int = 3) -> str:
     info = result.info
     cfg, data, mach = info.get("config", {}), info.get("data", {}), info.get("machine", {})
     lines = ["# Evaluation report", ""]
+    seeds = (info.get("sampling") or {}).get("seeds") or [cfg.get("seed")]
+    k = len(seeds)
     lines.append(f"{data.get('questions')} held-out questions ({data.get('references')} therapists' reference "
                  f"answers) from `{data.get('source')}` (split `{data.get('split')}`). Replies: "
                  + ("greedy" if not cfg.get("temperature") else
-                    f"sampling, temperature {cfg.get('temperature')}, top-p {cfg.get('top_p')}, seed {cfg.get('seed')}")
+                    f"sampling, temperature {cfg.get('temperature')}, top-p {cfg.get('top_p')}, "
+                    + (f"seed {seeds[0]}" if k == 1 else f"{k} replies per question (seeds {seeds[0]}..{seeds[-1]})"))
                  + f", repetition penalty {cfg.get('repetition_penalty')}, at most {cfg.get('max_new_tokens')} new "
                  f"tokens, batches of {cfg.get('batch_size')}. Machine: {mach.get('cpu')}, {mach.get('cores')} cores"
                  + (f", {mach['gpu']}" if mach.get("gpu") else "") + f"; {info.get('seconds', 0):.0f} s in all.")
@@ -408,6 +466,9 @@ def render_report(result: EvalResult, n_examples: int = 3) -> str:
         for lab in labels:
             v = result.metrics[lab].get(key)
             cell = _fmt(v, fmt)
+            se = (result.metrics[lab].get("seed_se") or {}).get(key)
+            if isinstance(se, (int, float)):
+                cell += f" ± {_fmt(se, fmt)}"
             if lab != labels[0] and isinstance(v, (int, float)) and isinstance(base_v, (int, float)) and base_v:
                 cell += f" ({(v - base_v) / abs(base_v):+.0%})"
             cells.append(cell)
@@ -419,12 +480,27 @@ def render_report(result: EvalResult, n_examples: int = 3) -> str:
               "all-MiniLM-L6-v2 embeddings. Distinct-2: distinct word pairs / all word pairs over all replies. "
               "Repeated 3-gram rate: share of a reply's word triples that already occurred in the same reply. "
               "Guard pass rate: replies with no output-guard violation. Crisis figures: the rule-based screen on "
-              "the labelled safety set (the same for every model: the screen runs before the model).", ""]
+              "the labelled safety set (the same for every model: the screen runs before the model)."
+              + (f" With {k} replies per question each text figure is the mean of the {k} samples' figures, ± its "
+                 "standard error across the samples (how much it moves with the seed)." if k > 1 else ""), ""]
+    diffs = {lab: m["vs_base"] for lab, m in result.metrics.items() if isinstance(m.get("vs_base"), dict)}
+    if diffs:
+        lines += ["## Adapter − base, paired over questions", "",
+                  "The difference of each figure with its standard error from the jackknife over questions (each "
+                  "question's replies from both models left out together), so it covers both which questions were "
+                  "asked and which replies were sampled; the 95% interval is ± 1.96 SE.", "",
+                  "| adapter | figure | candidate − base | SE | 95% interval |", "| --- | --- | --- | --- | --- |"]
+        for lab, d in diffs.items():
+            for metric, entry in d.items():
+                delta, se = entry.get("delta"), entry.get("se")
+                ci = f"[{delta - 1.96 * se:+.4f}, {delta + 1.96 * se:+.4f}]" if se is not None else "n/a"
+                lines.append(f"| `{lab}` | {metric} | {delta:+.4f} | {_fmt(se, '{:.4f}')} | {ci} |")
+        lines.append("")
     for label, (ok, checks) in result.gate.items():
         lines += [f"## Gate: `{label}` vs `base`: {'PASS' if ok else 'FAIL'}", ""]
         lines += [f"- {c.line()}" for c in checks] + [""]
     if n_examples and result.questions:
-        lines += ["## Example replies", ""]
+        lines += ["## Example replies" + (f" (sample 0: seed {seeds[0]})" if k > 1 else ""), ""]
         for i, q in enumerate(result.questions[:n_examples]):
             lines += [f"### Question {q.question_id}", "", f"> {_truncate(q.text, 300)}", "",
                       f"- **therapist**: {_truncate(result.references[q.references[0]])}"]
@@ -451,7 +527,10 @@ def write_chart(path: Path, metrics: dict[str, dict[str, Any]]) -> None:
     for ax, key in zip(axes.flat, CHART):
         vals = [metrics[lab].get(key) for lab in labels]
         vals = [float(v) if isinstance(v, (int, float)) else 0.0 for v in vals]
-        bars = ax.bar(range(len(labels)), vals, color=[colors[i % len(colors)] for i in range(len(labels))])
+        errs = [(metrics[lab].get("seed_se") or {}).get(key) for lab in labels]
+        errs = [float(e) if isinstance(e, (int, float)) else 0.0 for e in errs]
+        bars = ax.bar(range(len(labels)), vals, color=[colors[i % len(colors)] for i in range(len(labels))],
+                      yerr=errs if any(errs) else None, capsize=4)
         ax.set_xticks(range(len(labels)), labels, rotation=15, fontsize=8)
         ax.set_title(titles.get(key, key), fontsize=9)
         for b, v in zip(bars, vals):
@@ -512,7 +591,10 @@ def cli(
     base_only: Annotated[bool, typer.Option("--base-only", help="evaluate the base model alone")] = False,
     base: Annotated[Optional[str], typer.Option(help="base model (hub id, folder, .gguf); default: the embedded "
                                                      "SmolLM2")] = None,
-    seed: Annotated[int, typer.Option(help="seed for sampling")] = 0,
+    seed: Annotated[int, typer.Option(help="seed for sampling (sample k of --samples uses seed + k)")] = 0,
+    samples: Annotated[int, typer.Option(help="sampled replies per question (K): figures are the mean over the K "
+                                              "samples, with standard errors; the gate allows the noise "
+                                              "(noise_z); greedy collapses to 1")] = 1,
     split_seed: Annotated[int, typer.Option(help="data without a split column: the train/eval split's seed (use "
                                                  "the training recipe's `seed`)")] = 0,
     eval_fraction: Annotated[float, typer.Option(help="data without a split column: the held-out share (the "
@@ -561,17 +643,21 @@ def cli(
     from model.loading import ModelNotFound
 
     cfg = EvalConfig(data=data, out=out, limit=limit or None, adapters=[] if base_only else adapter,
-                     base=base, seed=seed, split_seed=split_seed, eval_fraction=eval_fraction,
+                     base=base, seed=seed, samples=samples, split_seed=split_seed, eval_fraction=eval_fraction,
                      max_new_tokens=max_new_tokens, temperature=temperature,
                      batch_size=batch_size, max_reference_tokens=max_reference_tokens, safety_set=safety_set,
                      progress=not no_progress, thresholds=th)
     try:
+        _, early = effective_samples(samples, temperature)
+        if early:
+            typer.echo(f"note: {early}", err=True)
         result = run(cfg)
     except (ModelNotFound, FileNotFoundError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
     for note in result.info["notes"]:
-        typer.echo(f"note: {note}", err=True)
+        if note != early:
+            typer.echo(f"note: {note}", err=True)
     for label, m in result.metrics.items():
         figures = ", ".join(f"{key} {_fmt(m.get(key), fmt)}" for key, _, fmt, _ in TABLE)
         typer.echo(f"{label}: {figures}")

@@ -257,6 +257,138 @@ def mean_reference_similarity(reply_vecs, reference_vecs, reference_groups: Sequ
     return sims
 
 
+# ---------------------------------------------------------------- several sampled replies per question
+
+@dataclass(frozen=True)
+class ReplyStats:
+    """What the text figures need of one generated reply (computed once, so that resampling is cheap)."""
+
+    tokens: tuple[str, ...]  # `words(reply)`
+    similarity: float  # mean cosine to its question's reference answers
+    guard_pass: bool  # no output-guard violation
+    truncated: bool  # cut at max-new-tokens
+
+
+def reply_stats(text: str, similarity: float, truncated: bool = False,
+                violations: Callable[[str], list[str]] | None = None) -> ReplyStats:
+    return ReplyStats(tuple(words(text)), float(similarity), not (violations(text) if violations else []),
+                      bool(truncated))
+
+
+def _distinct(replies: Sequence[ReplyStats], n: int) -> float:
+    total, seen = 0, set()
+    for r in replies:
+        grams = ngrams(r.tokens, n)
+        total += len(grams)
+        seen.update(grams)
+    return len(seen) / total if total else 0.0
+
+
+def _repeated(replies: Sequence[ReplyStats], n: int = 3) -> float:
+    total = repeats = 0
+    for r in replies:
+        grams = ngrams(r.tokens, n)
+        total += len(grams)
+        repeats += len(grams) - len(set(grams))
+    return repeats / total if total else 0.0
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+# One sample's figure over a set of replies (one per question). Same definitions as the functions above:
+# similarity and the rates are means over replies, distinct-n and the repeated 3-gram rate are pooled over replies.
+SAMPLE_METRICS: dict[str, Callable[[Sequence[ReplyStats]], float]] = {
+    "similarity": lambda rs: _mean(r.similarity for r in rs),
+    "distinct_1": lambda rs: _distinct(rs, 1),
+    "distinct_2": lambda rs: _distinct(rs, 2),
+    "repeated_ngram_rate": lambda rs: _repeated(rs, 3),
+    "mean_words": lambda rs: _mean(len(r.tokens) for r in rs),
+    "guard_pass_rate": lambda rs: _mean(float(r.guard_pass) for r in rs),
+    "truncated_rate": lambda rs: _mean(float(r.truncated) for r in rs),
+}
+# The figures the gate compares with the base model's, and so gets a paired uncertainty for.
+PAIRED_METRICS = ("similarity", "distinct_2", "repeated_ngram_rate", "guard_pass_rate", "mean_words")
+
+
+def std_error(values: Sequence[float]) -> float | None:
+    """Standard error of the mean of `values` (sample standard deviation / sqrt(n)); None for fewer than 2."""
+    n = len(values)
+    if n < 2:
+        return None
+    m = sum(values) / n
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n)
+
+
+def _over_samples(samples: Sequence[Sequence[ReplyStats]], metric: str, keep: Sequence[int] | None = None) -> float:
+    """Mean over the K samples of the figure of each sample (restricted to the questions in `keep`)."""
+    fn = SAMPLE_METRICS[metric]
+    return _mean(fn(s if keep is None else [s[q] for q in keep]) for s in samples)
+
+
+def aggregate_samples(samples: Sequence[Sequence[ReplyStats]]) -> dict[str, Any]:
+    """One model's text figures from K samples (`samples[k][q]`: sample k's reply to question q).
+
+    Each figure is computed per sample exactly as for a single reply per question, then averaged over the K
+    samples (so distinct-2 keeps the scale of one reply per question). `seed_se[metric]` is the standard error
+    of that mean across the K per-sample figures (None when K = 1): how much the figure moves with the seed.
+    """
+    per_sample = {m: [fn(s) for s in samples] for m, fn in SAMPLE_METRICS.items()}
+    out: dict[str, Any] = {m: _mean(v) for m, v in per_sample.items()}
+    out["samples"] = len(samples)
+    out["per_sample"] = per_sample
+    out["seed_se"] = {m: std_error(v) for m, v in per_sample.items()}
+    return out
+
+
+def jackknife(statistic: Callable[[Sequence[int]], float], n: int) -> tuple[float, float | None]:
+    """(statistic over all n items, its jackknife standard error); the error is None for fewer than 2 items.
+
+    SE^2 = (n-1)/n * sum_i (theta_(i) - mean theta_(.))^2 with theta_(i) the statistic without item i. For a plain
+    mean this is exactly sd/sqrt(n); it also works for ratios such as distinct-2, which have no per-item value.
+    """
+    full = statistic(range(n))
+    if n < 2:
+        return full, None
+    loo = [statistic([j for j in range(n) if j != i]) for i in range(n)]
+    m = sum(loo) / n
+    return full, math.sqrt((n - 1) / n * sum((t - m) ** 2 for t in loo))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """candidate - base for one figure, paired over the same questions."""
+
+    delta: float
+    se: float | None  # jackknife over questions (None: fewer than 2 questions)
+    n_questions: int
+    samples: int  # replies per question per model (the smaller of the two)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "method": "jackknife over questions, paired (both models' replies to a question "
+                                          "left out together)"}
+
+
+def paired_difference(base: Sequence[Sequence[ReplyStats]], candidate: Sequence[Sequence[ReplyStats]],
+                      metric: str) -> Difference:
+    """candidate - base of `metric` (each the mean over its K samples) and the standard error of that difference,
+    by the jackknife over questions: question i's replies (all samples, both models) are left out together, so
+    what the two models share - an easy or a hard question - cancels, and the error covers both which questions
+    were asked and which replies happened to be sampled."""
+    n = len(base[0]) if base else 0
+    if any(len(s) != n for s in [*base, *candidate]):
+        raise ValueError("paired_difference needs the same questions, in the same order, for both models")
+
+    def stat(keep: Sequence[int]) -> float:
+        keep = list(keep)
+        return _over_samples(candidate, metric, keep) - _over_samples(base, metric, keep)
+
+    delta, se = jackknife(stat, n)
+    return Difference(delta, se, n, min(len(base), len(candidate)))
+
+
 # ---------------------------------------------------------------- the retrain gate
 
 @dataclass(frozen=True)
@@ -265,6 +397,14 @@ class Thresholds:
 
     Defaults are the issue's bar: at least 15% lower reference perplexity, and no loss of similarity,
     distinct-2 or the safety figures.
+
+    "No loss" is judged against the noise of sampled replies: when the candidate's metrics carry the paired
+    standard error of candidate - base (`vs_base`, written by `counsel-bot eval`), a `delta_min` check passes
+    when delta + noise_z * SE >= limit (and a `delta_max` check when delta - noise_z * SE <= limit). So with
+    the default noise_z = 1 a candidate fails only when it is lower than the base by more than one standard
+    error: an adapter exactly as good as the base is refused ~16% of the time, one 2 SE worse ~84%. noise_z =
+    0 (or null) compares the point figures alone, as before; figures without an SE (perplexity, crisis screen:
+    not sampled) are always compared as they are.
     """
 
     max_perplexity_ratio: float | None = 0.85  # candidate / base
@@ -274,6 +414,7 @@ class Thresholds:
     min_guard_pass_rate_delta: float | None = 0.0
     min_crisis_recall_delta: float | None = 0.0
     max_crisis_false_positive_rate_delta: float | None = 0.0
+    noise_z: float | None = 1.0  # standard errors of candidate - base allowed before a "no loss" check fails
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> Thresholds:
@@ -316,12 +457,15 @@ class Check:
     value: float | None  # the ratio or delta compared with the limit
     passed: bool
     note: str = ""
+    se: float | None = None  # standard error of the delta (paired over questions), when it was measured
 
     def line(self) -> str:
         status = "PASS" if self.passed else "FAIL"
         if self.value is None:
             return f"{status} {self.name}: {self.note}"
         value = f"{self.value:.3f}" if self.rule.startswith("candidate/base") else f"{self.value:+.4g}"
+        if self.se is not None:
+            value += f" ± {self.se:.2g} SE"
         return (f"{status} {self.name}: base {self.base:.4g}, candidate {self.candidate:.4g}, "
                 f"{self.rule.split(' ')[0]} = {value} (need {self.rule})")
 
@@ -336,26 +480,37 @@ def _num(x: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
+def delta_se(metrics_candidate: Mapping[str, Any], metric: str) -> float | None:
+    """The paired standard error of candidate - base for `metric`, if `counsel-bot eval` measured one."""
+    vs = metrics_candidate.get("vs_base")
+    entry = vs.get(metric) if isinstance(vs, Mapping) else None
+    return _num(entry.get("se")) if isinstance(entry, Mapping) else None
+
+
 def compare(metrics_base: Mapping[str, Any], metrics_candidate: Mapping[str, Any],
             thresholds: Thresholds | Mapping[str, Any] | None = None) -> tuple[bool, list[Check]]:
     """The retrain gate: (all checks passed, one Check per configured threshold).
 
     A figure missing from both sides (e.g. no safety set) passes with a note, since there is nothing to
-    lose; a figure missing from only one side fails.
+    lose; a figure missing from only one side fails. Delta checks allow `noise_z` standard errors of the
+    difference where the candidate's metrics carry one (see `Thresholds`).
     """
     th = thresholds if isinstance(thresholds, Thresholds) else Thresholds.from_mapping(thresholds)
+    z = th.noise_z or 0.0
     checks = []
     for field_name, metric, kind in _CHECKS:
         limit = getattr(th, field_name)
         if limit is None:
             continue
         b, c = _num(metrics_base.get(metric)), _num(metrics_candidate.get(metric))
+        se = delta_se(metrics_candidate, metric) if kind != "ratio_max" else None
+        noise = f" {'+' if kind == 'delta_min' else '-'} {z:g}*SE" if se is not None and z > 0 else ""
         if kind == "ratio_max":
             rule = f"candidate/base <= {limit:g}"
         elif kind == "delta_min":
-            rule = f"candidate-base >= {limit:+g}"
+            rule = f"candidate-base{noise} >= {limit:+g}"
         else:
-            rule = f"candidate-base <= {limit:+g}"
+            rule = f"candidate-base{noise} <= {limit:+g}"
         if b is None and c is None:
             checks.append(Check(metric, rule, None, None, None, True, "not measured for either model"))
             continue
@@ -368,9 +523,9 @@ def compare(metrics_base: Mapping[str, Any], metrics_candidate: Mapping[str, Any
             passed = value <= limit
         elif kind == "delta_min":
             value = c - b
-            passed = value >= limit - 1e-12
+            passed = value + z * (se or 0.0) >= limit - 1e-12
         else:
             value = c - b
-            passed = value <= limit + 1e-12
-        checks.append(Check(metric, rule, b, c, value, passed))
+            passed = value - z * (se or 0.0) <= limit + 1e-12
+        checks.append(Check(metric, rule, b, c, value, passed, se=se))
     return all(ch.passed for ch in checks), checks

@@ -75,6 +75,9 @@ class Recipe:
     # distinct-2, guard pass rate or crisis figures); None = perplexity against the adapter in service only.
     gate: dict[str, Any] | None = None
     gate_questions: int = 100
+    # Sampled replies per question in that eval (`counsel-bot eval --samples`): the figures are means over the
+    # samples and the "no loss" checks allow `noise_z` (in `gate`, default 1) paired standard errors.
+    gate_samples: int = 1
     # --- output ---
     output_root: str = "runs"
     save_dtype: str | None = "bfloat16"  # dtype of the saved LoRA weights (None = as trained, fp32)

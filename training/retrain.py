@@ -8,8 +8,9 @@
 
 The candidate is promoted only if the perplexity of held-out reference answers is not worse than with the adapter
 in service (or the base model when none is) and, when the recipe has a `gate:` section, if `counsel-bot eval
---compare` passes it against the base model (similarity, distinct-2, guard and crisis figures, perplexity bar). Promotion copies it into `<registry>/vNNNN/`, swaps the `current`
-symlink atomically, then `SET`s `counsel:adapter:current` and `PUBLISH`es the path on `counsel:adapter:reload`,
+--compare` passes it against the base model (similarity, distinct-2, guard and crisis figures, perplexity bar),
+with the recipe's `gate_samples` sampled replies per question. Promotion copies it into `<registry>/vNNNN/`, swaps the
+`current` symlink atomically, then `SET`s `counsel:adapter:current` and `PUBLISH`es the path on `counsel:adapter:reload`,
 so running workers reload between batches.
 """
 
@@ -88,7 +89,8 @@ def plan(recipe: Recipe, registry: AdapterRegistry, candidate: Path | None, redi
         f"candidate: {candidate if candidate else f'would train a new adapter into {recipe.output_root}/<timestamp>'}",
         f"compare  : with {against} on held-out answers; promote if perplexity is at most {1 + tolerance:.3f}x",
         (f"quality  : then `counsel-bot eval --compare` against the base model on {recipe.gate_questions} "
-         f"held-out questions (thresholds: {recipe.gate or 'the default bar'})") if recipe.gate is not None else
+         f"held-out questions x {recipe.gate_samples} sampled replies "
+         f"(thresholds: {recipe.gate or 'the default bar'})") if recipe.gate is not None else
         "quality  : no quality gate in this recipe (perplexity only)",
         f"promote  : would copy to {registry.root / registry.next_version()} and point "
         f"{registry.root / 'current'} at it",
@@ -111,10 +113,12 @@ def quality_gate(recipe: Recipe, candidate: Path, run_dir: Path | None) -> tuple
         Path(recipe.output_root) / time.strftime("gate-%Y%m%dT%H%M%SZ", time.gmtime())
     result = run(EvalConfig(data=resolve_data(recipe.data), out=out, limit=recipe.gate_questions,
                             adapters=[str(candidate)], base=recipe.base, split_seed=recipe.seed,
+                            samples=recipe.gate_samples,
                             eval_fraction=recipe.eval_fraction, thresholds=thresholds, progress=False))
     label = next(k for k in result.metrics if k != "base")
     passed, checks = result.gate[label]
-    lines = [f"quality gate vs the base model ({recipe.gate_questions} held-out questions, report {out}/report.md): "
+    lines = [f"quality gate vs the base model ({recipe.gate_questions} held-out questions x {recipe.gate_samples} "
+             f"replies, report {out}/report.md): "
              + ("PASS" if passed else "FAIL")]
     lines += [f"  {c.line()}" for c in checks]
     return passed, lines, {"passed": passed, "report": str(out), "checks": [asdict(c) for c in checks]}

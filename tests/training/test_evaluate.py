@@ -107,7 +107,7 @@ def tiny_adapter(tmp_path_factory) -> Path:
 def test_counsel_bot_eval_end_to_end(tmp_path, tiny_adapter):
     out = tmp_path / "tmp"
     proc = _cli("--data", str(DATA_CSV), "--limit", "3", "--out", str(out), "--adapter", str(tiny_adapter),
-                "--max-new-tokens", "16", "--max-reference-tokens", "320", "--no-progress")
+                "--max-new-tokens", "16", "--max-reference-tokens", "320", "--no-progress", "--samples", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics) == ["base", "tiny-adapter"]
@@ -119,17 +119,30 @@ def test_counsel_bot_eval_end_to_end(tmp_path, tiny_adapter):
         assert m["mean_words"] > 0 and m["completion_tokens"] > 0 and m["tokens_per_second"] > 0
         assert 0.0 <= m["guard_pass_rate"] <= 1.0
         assert 0.0 <= m["crisis_recall"] <= 1.0 and 0.0 <= m["crisis_false_positive_rate"] <= 1.0
+        # two sampled replies per question (seeds 0 and 1): the figures are the means of the two samples'
+        assert m["samples"] == 2 and m["seeds"] == [0, 1] and len(m["per_sample"]["similarity"]) == 2
+        assert m["similarity"] == pytest.approx(sum(m["per_sample"]["similarity"]) / 2)
+        assert m["distinct_2"] == pytest.approx(sum(m["per_sample"]["distinct_2"]) / 2)
+        assert m["seed_se"]["similarity"] is not None and m["seed_se"]["similarity"] >= 0
+    vs = metrics["tiny-adapter"]["vs_base"]
+    assert set(vs) == set(M.PAIRED_METRICS) and vs["similarity"]["n_questions"] == 3
+    assert vs["similarity"]["delta"] == pytest.approx(metrics["tiny-adapter"]["similarity"]
+                                                      - metrics["base"]["similarity"])
+    assert vs["distinct_2"]["se"] >= 0 and "vs_base" not in metrics["base"]
     assert metrics["base"]["adapter"] is None and metrics["tiny-adapter"]["adapter"] == str(tiny_adapter)
     # the adapter was really applied: the same reference answers get another likelihood
     assert metrics["tiny-adapter"]["perplexity"] != pytest.approx(metrics["base"]["perplexity"], rel=1e-3)
 
     report = (out / "report.md").read_text()
     assert "| metric | `base` | `tiny-adapter` |" in report and "reference perplexity" in report
-    assert "## Example replies" in report and "**tiny-adapter**" in report
+    assert "## Example replies (sample 0: seed 0)" in report and "**tiny-adapter**" in report
+    assert "2 replies per question (seeds 0..1)" in report and "## Adapter − base, paired over questions" in report
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     replies = [json.loads(line) for line in (out / "replies.jsonl").read_text().splitlines()]
-    assert len(replies) == 6 and {r["model"] for r in replies} == {"base", "tiny-adapter"}
+    assert len(replies) == 12 and {r["model"] for r in replies} == {"base", "tiny-adapter"}
+    assert {(r["sample"], r["seed"]) for r in replies} == {(0, 0), (1, 1)}
     run = json.loads((out / "run.json").read_text())
+    assert run["sampling"] == {"samples": 2, "seeds": [0, 1]}
     assert run["data"]["questions"] == 3 and run["safety_set"]["n_crisis"] > 0
     assert "base:" in proc.stdout and "tiny-adapter:" in proc.stdout
 
@@ -171,3 +184,36 @@ def test_the_sampling_seed_does_not_move_the_held_out_split(tmp_path):
 
     train = {qa.question for qa in load_split(str(src), "train")}
     assert train.isdisjoint(held_out)
+
+
+def test_samples_per_question_and_their_seeds():
+    assert E.effective_samples(3, 0.7) == (3, None)
+    k, note = E.effective_samples(3, 0.0)  # greedy: the same reply every time
+    assert k == 1 and "collapsed to 1" in note
+    assert E.effective_samples(1, 0.0) == (1, None)
+    with pytest.raises(ValueError, match="at least 1"):
+        E.effective_samples(0, 0.7)
+    assert E.sample_seeds(5, 3) == [5, 6, 7] and E.sample_seeds(0, 1) == [0]
+
+
+def test_samples_below_one_are_refused_before_any_model_loads(tmp_path):
+    proc = _cli("--samples", "0", "--limit", "1", "--out", str(tmp_path / "x"), timeout=60)
+    assert proc.returncode == 1 and "at least 1" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_report_shows_sample_errors_and_the_paired_differences(tmp_path):
+    q = [E.Question("7", "How do I stop worrying?", (0,))]
+    base = {"perplexity": 20.0, "similarity": 0.5, "distinct_2": 0.6, "seed_se": {"similarity": 0.004}}
+    cand = {**base, "perplexity": 15.0, "similarity": 0.495, "seed_se": {"similarity": 0.003},
+            "vs_base": {"similarity": {"delta": -0.005, "se": 0.01}}}
+    info = {"config": {"temperature": 0.7, "top_p": 0.9, "seed": 0}, "sampling": {"samples": 3, "seeds": [0, 1, 2]}}
+    result = E.EvalResult({"base": base, "cand": cand}, {"base": ["a"], "cand": ["b"]}, q, ["ref"], info,
+                          {"cand": M.compare(base, cand, {"min_distinct_2_delta": None})})
+    E.write_outputs(tmp_path, result, {"base": [], "cand": []})
+    report = (tmp_path / "report.md").read_text()
+    assert "3 replies per question (seeds 0..2)" in report
+    assert "| similarity to references (higher is better) | 0.500 ± 0.004 | 0.495 ± 0.003 (-1%) |" in report
+    assert "| `cand` | similarity | -0.0050 | 0.0100 | [-0.0246, +0.0146] |" in report
+    assert "## Gate: `cand` vs `base`: PASS" in report and "-0.005 ± 0.01 SE (need candidate-base + 1*SE >= +0)" \
+        in report

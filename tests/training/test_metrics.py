@@ -234,3 +234,115 @@ def test_shared_prefix_len_leaves_the_last_prompt_token():
     assert M.shared_prefix_len([([1, 2, 3, 4, 9], 4), ([1, 2, 3, 5, 9], 4)]) == 3
     assert M.shared_prefix_len([([1, 2, 3, 4, 9], 3), ([1, 2, 3, 4, 8], 4)]) == 2  # keeps token 3 of pair 1
     assert M.shared_prefix_len([([1, 2], 1)]) == 0
+
+
+# ---------------------------------------------------------------- several samples per question
+
+
+def _r(text: str, sim: float = 0.0, guard_pass: bool = True, truncated: bool = False) -> M.ReplyStats:
+    return M.ReplyStats(tuple(text.split()), sim, guard_pass, truncated)
+
+
+def test_reply_stats_uses_words_and_the_guard():
+    s = M.reply_stats("I don't know. Call 555-123-4567", 0.3, truncated=True,
+                      violations=lambda t: ["phone"] if "555" in t else [])
+    assert s.tokens == ("i", "don't", "know", "call", "555", "123", "4567")
+    assert (s.similarity, s.guard_pass, s.truncated) == (0.3, False, True)
+    assert M.reply_stats("fine", 0.1).guard_pass
+
+
+def test_aggregate_samples_means_per_sample_figures_with_their_standard_error():
+    # samples[k][q]: 2 samples of 2 questions
+    samples = [[_r("a b a b", 0.4), _r("a b", 0.6, guard_pass=False)],
+               [_r("c d", 0.2, truncated=True), _r("e f", 0.4)]]
+    agg = M.aggregate_samples(samples)
+    assert agg["samples"] == 2
+    # similarity: sample 0 mean 0.5, sample 1 mean 0.3 -> 0.4; SE = sd(0.5, 0.3) / sqrt(2) = 0.1414 / 1.414 = 0.1
+    assert agg["per_sample"]["similarity"] == pytest.approx([0.5, 0.3])
+    assert agg["similarity"] == pytest.approx(0.4) and agg["seed_se"]["similarity"] == pytest.approx(0.1)
+    # distinct-2 per sample (pooled over its replies): (ab)(ba)(ab)+(ab) = 2/4; (cd)+(ef) = 2/2 -> mean 0.75,
+    # SE = sd(0.5, 1.0) / sqrt(2) = 0.25. Not 4/6 (all 6 bigrams pooled): the scale of one reply per question.
+    assert agg["per_sample"]["distinct_2"] == pytest.approx([0.5, 1.0])
+    assert agg["distinct_2"] == pytest.approx(0.75) and agg["seed_se"]["distinct_2"] == pytest.approx(0.25)
+    assert agg["guard_pass_rate"] == pytest.approx((0.5 + 1.0) / 2)
+    assert agg["truncated_rate"] == pytest.approx((0.0 + 0.5) / 2)
+    assert agg["mean_words"] == pytest.approx((3 + 2) / 2)
+    # one sample: the figures of the single-reply functions, and no error across samples
+    one = M.aggregate_samples(samples[:1])
+    assert one["distinct_2"] == M.distinct_n(["a b a b", "a b"], 2) and one["seed_se"]["similarity"] is None
+
+
+def test_std_error_and_jackknife_of_a_mean_agree():
+    values = [1.0, 2.0, 3.0, 6.0]  # mean 3, sd = sqrt(14/3), SE = sd / 2
+    assert M.std_error(values) == pytest.approx(math.sqrt(14 / 3) / 2)
+    full, se = M.jackknife(lambda keep: sum(values[i] for i in keep) / len(keep), len(values))
+    assert full == pytest.approx(3.0) and se == pytest.approx(math.sqrt(14 / 3) / 2)
+    assert M.std_error([1.0]) is None and M.jackknife(lambda keep: 1.0, 1) == (1.0, None)
+
+
+def test_paired_difference_of_similarity_is_the_mean_per_question_difference():
+    base = [[_r("x", 0.5), _r("x", 0.4), _r("x", 0.3)]]
+    cand = [[_r("x", 0.6), _r("x", 0.4), _r("x", 0.5)]]
+    d = M.paired_difference(base, cand, "similarity")
+    # per-question differences 0.1, 0, 0.2: mean 0.1, SE = sd / sqrt(3) = 0.1 / sqrt(3)
+    assert (d.n_questions, d.samples) == (3, 1)
+    assert d.delta == pytest.approx(0.1) and d.se == pytest.approx(0.1 / math.sqrt(3))
+    # pairing: the same gain on easy and hard questions is no noise at all
+    easy_hard = [[_r("x", 0.9), _r("x", 0.5), _r("x", 0.1)]]
+    lifted = [[_r("x", 0.95), _r("x", 0.55), _r("x", 0.15)]]
+    d = M.paired_difference(easy_hard, lifted, "similarity")
+    assert d.delta == pytest.approx(0.05) and d.se == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="same questions"):
+        M.paired_difference(base, [[_r("x", 0.1)]], "similarity")
+
+
+def test_paired_difference_of_distinct_2_by_the_jackknife():
+    # base: q0 "a b a b", q1 "c d" -> (ab)(ba)(ab)(cd): 3/4; candidate: "a b c", "c d" -> (ab)(bc)(cd): 3/3
+    base = [[_r("a b a b"), _r("c d")]]
+    cand = [[_r("a b c"), _r("c d")]]
+    d = M.paired_difference(base, cand, "distinct_2")
+    assert d.delta == pytest.approx(1 - 3 / 4)
+    # leave q0 out: 1 - 1 = 0; leave q1 out: 1 - 2/3 = 1/3; SE^2 = (2-1)/2 * 2 * (1/6)^2 -> SE = 1/6
+    assert d.se == pytest.approx(1 / 6)
+
+
+def test_paired_difference_averages_the_samples_of_each_model():
+    base = [[_r("x", 0.2), _r("x", 0.4)], [_r("x", 0.4), _r("x", 0.6)]]  # K = 2: per question 0.3, 0.5
+    cand = [[_r("x", 0.5), _r("x", 0.5)]]  # K = 1
+    d = M.paired_difference(base, cand, "similarity")
+    # per-question differences 0.2, 0.0 -> 0.1, SE = sd(0.2, 0) / sqrt(2) = 0.1
+    assert d.delta == pytest.approx(0.1) and d.se == pytest.approx(0.1) and d.samples == 1
+
+
+def _with_se(metrics: dict, **se: float) -> dict:
+    return {**metrics, "vs_base": {k: {"delta": metrics[k] - BASE[k], "se": v} for k, v in se.items()}}
+
+
+def test_gate_allows_a_loss_within_noise_z_standard_errors():
+    cand = {**BASE, "perplexity": 16.0, "similarity": 0.395}  # -0.005
+    ok, checks = M.compare(BASE, _with_se(cand, similarity=0.01), M.Thresholds())  # -0.005 + 1 * 0.01 >= 0
+    sim = next(c for c in checks if c.name == "similarity")
+    assert ok and sim.se == 0.01 and sim.value == pytest.approx(-0.005)
+    assert sim.line() == ("PASS similarity: base 0.4, candidate 0.395, candidate-base = -0.005 ± 0.01 SE "
+                          "(need candidate-base + 1*SE >= +0)")
+    ok, checks = M.compare(BASE, _with_se(cand, similarity=0.004), M.Thresholds())  # -0.005 + 0.004 < 0
+    assert not ok and {c.name for c in checks if not c.passed} == {"similarity"}
+    # noise_z = 2 lets it pass; noise_z 0 or null compares the point figures (the rule names no SE then)
+    assert M.compare(BASE, _with_se(cand, similarity=0.004), {"noise_z": 2})[0]
+    for z in (0, None):
+        ok, checks = M.compare(BASE, _with_se(cand, similarity=0.01), {"noise_z": z})
+        assert not ok and "SE >=" not in next(c for c in checks if c.name == "similarity").rule
+    # without a measured SE (a one-sample metrics.json of old) the rule is the plain one
+    assert not M.compare(BASE, cand, M.Thresholds())[0]
+
+
+def test_gate_noise_on_an_upper_bound_and_never_on_perplexity():
+    cand = {**BASE, "perplexity": 18.0, "repeated_ngram_rate": 0.07}  # ppl ratio 0.9 > 0.85; repeats +0.02
+    th = {"max_repeated_ngram_rate_delta": 0.0}
+    ok, checks = M.compare(BASE, {**_with_se(cand, repeated_ngram_rate=0.03),
+                                  "vs_base": {"repeated_ngram_rate": {"se": 0.03}, "perplexity": {"se": 9.0}}}, th)
+    by = {c.name: c for c in checks}
+    assert by["repeated_ngram_rate"].passed and by["repeated_ngram_rate"].rule == "candidate-base - 1*SE <= +0"
+    assert not by["perplexity"].passed and by["perplexity"].se is None and not ok
+    ok, checks = M.compare(BASE, _with_se(cand, repeated_ngram_rate=0.01), th)
+    assert not next(c for c in checks if c.name == "repeated_ngram_rate").passed

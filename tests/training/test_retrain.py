@@ -230,7 +230,7 @@ def test_quality_gate_refuses_a_candidate_that_fails_the_recipe_thresholds(tmp_p
     registry = AdapterRegistry(reg_dir)
     registry.promote(candidates["neutral-a"])
     strict = apply_overrides(recipe, ["gate={min_distinct_2_delta: 0.5, max_perplexity_ratio: null}",
-                                      "gate_questions=1", "eval_limit=2", "max_length=192"])
+                                      "gate_questions=1", "gate_samples=2", "eval_limit=2", "max_length=192"])
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     out = gate_and_promote(strict, registry, candidates["neutral-b"], None, run_dir=run_dir)
@@ -240,3 +240,5 @@ def test_quality_gate_refuses_a_candidate_that_fails_the_recipe_thresholds(tmp_p
     gate = json.loads((run_dir / "gate.json").read_text())
     assert gate["promote"] is False and gate["quality_gate"]["passed"] is False
     assert (run_dir / "eval" / "report.md").exists() and (run_dir / "eval" / "metrics.json").exists()
+    assert any("1 held-out questions x 2 replies" in line for line in out.lines), out.lines
+    assert all(m["samples"] == 2 for m in json.loads((run_dir / "eval" / "metrics.json").read_text()).values())
