@@ -6,10 +6,15 @@ through the project's own prompt format, tokenized with a 32k BPE tokenizer trai
 
 Scenarios
 - batch 1: one conversation (~500-token prompt), tokens/s of its reply (after a warm-up request);
-- 64 concurrent: 64 conversations with prompts of 200-1,000 tokens (system prompt + history + message), 256-token
-  replies, arriving at random times over the first `--spread` seconds, each from its own thread calling
+- 64 concurrent, burst: 64 conversations with prompts of 200-1,000 tokens (system prompt + history + message),
+  256-token replies, arriving at random times over the first `--spread` seconds, each from its own thread calling
   `engine.generate([request], on_delta)`. Aggregate tokens/s = all reply tokens / (last finish - first arrival);
-  time to first token = first streamed text - arrival, as the user sees it.
+  time to first token = first streamed text - arrival, as the user sees it. The arrivals bound this figure: the
+  last conversation arrives after ~4 s and still needs 256 steps, so even a 13 ms step gives <= ~2,300 tokens/s.
+- 64 concurrent, steady: 64 clients, each starting at a random time in the first `--spread` seconds and sending its
+  next conversation (the same prompt mix) as soon as its reply is complete, for `--steady` seconds: 64
+  conversations in flight all the time, as on a busy deployment. Aggregate tokens/s = tokens the engine generated
+  between `--spread` + 2 s and the end / that time; TTFT over the conversations that arrived in that window.
 
 Run on the GPU host (see ../shared/gpu/README.md):  python benchmarks/serving.py [--only static,continuous]
 """
@@ -137,6 +142,53 @@ def concurrent(engine, reqs: list[GenerationRequest], spread_s: float, timeout_s
             "engine_queue_p50_s": statistics.median(eng_q), "engine_queue_max_s": eng_q[-1]}
 
 
+def steady(engine, reqs: list[GenerationRequest], spread_s: float, seconds: float, seed: int = 2) -> dict:
+    """Closed loop: len(reqs) clients, each repeating conversations from its own slice of the mix until `seconds`
+    have passed; throughput measured on the engine's token counter after everyone has started."""
+    rng = random.Random(seed)
+    n = len(reqs)
+    offsets = [rng.uniform(0, spread_s) for _ in range(n)]
+    lock = threading.Lock()
+    ttft: list[tuple[float, float]] = []  # (arrival, first token - arrival)
+    finished: list[object] = []
+    start = time.perf_counter() + 0.2
+    stop = start + seconds
+
+    def client(c: int) -> None:
+        time.sleep(max(0.0, start + offsets[c] - time.perf_counter()))
+        k = 0
+        while time.perf_counter() < stop:
+            req = reqs[(c + 7 * k) % n].model_copy(update={"request_id": f"{c}-{k}"})
+            first: list[float] = []
+            t0 = time.perf_counter()
+            res = engine.generate([req], lambda rid, d: first.append(time.perf_counter()) if not first else None)[0]
+            with lock:
+                finished.append(res)
+                if first:
+                    ttft.append((t0, first[0] - t0))
+            k += 1
+
+    threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(n)]
+    for t in threads:
+        t.start()
+    w0 = start + spread_s + 2.0
+    time.sleep(max(0.0, w0 - time.perf_counter()))
+    tok0, t_a = engine.stats.generated_tokens, time.perf_counter()
+    time.sleep(max(0.0, stop - time.perf_counter()))
+    tok1, t_b = engine.stats.generated_tokens, time.perf_counter()
+    for t in threads:
+        t.join(120)
+    bad = [r for r in finished if not r.ok]
+    if bad:
+        return {"error": f"{len(bad)} failed: {bad[0].error}"}
+    window = sorted(x for a, x in ttft if w0 <= a <= stop)
+    q = statistics.quantiles(window, n=20, method="inclusive") if len(window) >= 2 else [float("nan")] * 19
+    return {"conversations": n, "tokens": tok1 - tok0, "seconds": t_b - t_a, "tok_s": (tok1 - tok0) / (t_b - t_a),
+            "ttft_p50_s": statistics.median(window) if window else float("nan"), "ttft_p95_s": q[18],
+            "ttft_max_s": window[-1] if window else float("nan"), "replies_in_window": len(window),
+            "replies_total": len(finished), "scenario": "steady"}
+
+
 def free() -> None:
     import torch
 
@@ -151,11 +203,12 @@ def main() -> None:
     from model.engine import Engine
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="baseline,plain,static-unfused,static,continuous")
+    ap.add_argument("--only", default="baseline,plain,static-prev,static,static-matmul,continuous")
     ap.add_argument("--new-tokens", type=int, default=128, help="reply length for the batch-1 eager baselines")
     ap.add_argument("--concurrent", type=int, default=64)
     ap.add_argument("--spread", type=float, default=4.0, help="arrivals spread over this many seconds")
     ap.add_argument("--timeout", type=float, default=120.0, help="give up a concurrent scenario after this")
+    ap.add_argument("--steady", type=float, default=30.0, help="length of the steady closed-loop scenario (0 = skip)")
     ap.add_argument("--context", type=int, default=1280, help="slot length (prompt + reply) for the static mode")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke test: a 2-layer model, no NF4 baseline")
     args = ap.parse_args()
@@ -227,35 +280,49 @@ def main() -> None:
         del eng
         free()
 
-    if "static-triton" in only:  # opt-in decode attention that reads only each row's valid K/V
-        from model.slots import SlotEngine
+    for key, opts in (("static-prev", None), ("static", {}), ("static-matmul", {"triton_attention": False})):
+        if key not in only:
+            continue
+        if opts is None:  # a previous engine as the same-run baseline: `git show REV:model/slots.py > .bench/prev_slots.py`
+            prev = Path(__file__).resolve().parents[1] / ".bench" / "prev_slots.py"
+            if not prev.exists():
+                log.warning("static-prev: no %s; skipped", prev)
+                continue
+            import importlib.util
 
+            spec = importlib.util.spec_from_file_location("prev_slots", prev)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["prev_slots"] = module  # dataclasses look their module up
+            spec.loader.exec_module(module)
+            SlotEngine, opts = module.SlotEngine, {}
+        else:
+            from model.slots import SlotEngine
         t0 = time.perf_counter()
-        eng = SlotEngine(lm, args.context, slots=args.concurrent, triton_attention=True)
-        eng.eos_ids = NO_EOS
-        eng.warmup()
-        name = f"bf16, LoRA merged, static slot cache + CUDA graphs, {eng.description['decode_attention']} attention"
-        record(name, mode="static", batch=1, warmup_s=time.perf_counter() - t0, **batch1(eng, one, 256))
-        concurrent(eng, reqs[:8], 0.5, args.timeout)
-        record(name, mode="static", batch=args.concurrent, **concurrent(eng, reqs, args.spread, args.timeout))
-        eng.close()
-        del eng
-        free()
-
-    if "static" in only:
-        from model.slots import SlotEngine
-
-        t0 = time.perf_counter()
-        eng = SlotEngine(lm, args.context, slots=args.concurrent)
+        eng = SlotEngine(lm, args.context, slots=args.concurrent, **opts)
         eng.eos_ids = NO_EOS
         eng.warmup()
         warm = time.perf_counter() - t0
-        record("bf16, LoRA merged, static slot cache + CUDA graphs", mode="static", batch=1, warmup_s=warm,
-               **batch1(eng, one, 256))
+        attn = eng.description.get("decode_attention", "")
+        name = f"{key}: bf16, LoRA merged, static slot cache + CUDA graphs, {attn} attention"
+        record(name, mode=key, batch=1, warmup_s=warm, **batch1(eng, one, 256))
         concurrent(eng, reqs[:8], 0.5, args.timeout)  # exercise admission once before measuring
-        record("bf16, LoRA merged, static slot cache + CUDA graphs", mode="static", batch=args.concurrent,
+        record(name, mode=key, batch=args.concurrent, scenario="burst",
                **concurrent(eng, reqs, args.spread, args.timeout))
-        log.info("static stats %s", eng.stats)
+        if args.steady > 0:
+            fields = ("decode_steps", "decoded_rows", "prefill_tokens", "prefill_seconds", "wait_seconds",
+                      "busy_seconds")
+            before = {k: getattr(eng.stats, k, 0) for k in fields}
+            res = steady(eng, reqs, args.spread, args.steady)
+            delta = {k: getattr(eng.stats, k, 0) - before[k] for k in fields}
+            if delta["decode_steps"] and delta["decoded_rows"]:  # the previous engine does not count these  # where the scenario's time went (whole run, ramp included)
+                res["mean_batch"] = delta["decoded_rows"] / delta["decode_steps"]
+                res["prefill_share"] = delta["prefill_seconds"] / max(1e-9, delta["busy_seconds"])
+                res["ms_per_decode_step"] = 1000 * (delta["busy_seconds"] - delta["prefill_seconds"]) / \
+                    delta["decode_steps"]
+                res["gpu_wait_share"] = delta["wait_seconds"] / max(1e-9, delta["busy_seconds"])
+                res["prefill_tokens_per_reply_token"] = delta["prefill_tokens"] / max(1, delta["decoded_rows"])
+            record(name, mode=key, batch=args.concurrent, **res)
+        log.info("%s stats %s", key, eng.stats)
         eng.close()
         del eng
         free()
@@ -294,7 +361,12 @@ def main() -> None:
             continue
         ttft50 = r.get("ttft_p50_s", r.get("ttft_s"))
         ttft95 = r.get("ttft_p95_s", "")
-        note = f"prompt {r.get('prompt_tokens', r.get('prompt_tokens_mean', 0)):.0f} tok"
+        note = r.get("scenario", "")
+        if "mean_batch" in r:
+            note += (f" mean batch {r['mean_batch']:.0f}, {r['ms_per_decode_step']:.1f} ms/step, prefill "
+                     f"{100 * r['prefill_share']:.0f}% of time")
+        else:
+            note += f" prompt {r.get('prompt_tokens', r.get('prompt_tokens_mean', 0)):.0f} tok"
         if "warmup_s" in r:
             note += f", warm-up {r['warmup_s']:.0f} s"
         f = (lambda x: f"{x:.2f}" if isinstance(x, float) else str(x))

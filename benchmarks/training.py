@@ -50,6 +50,8 @@ class Option:
     liger: bool = False
     batch: int = 4
     varlen: bool = False  # padding-free rows through PyTorch's flash varlen kernel, no mask (training/attention.py)
+    dropout: float = 0.1  # LoRA dropout (the notebook's 0.1); 0 lets peft skip the dropout copy of q/v inputs
+    cast_input: bool = True  # peft's float32 copy of a bf16 layer's input before the adapter (training.train skips it)
 
 
 def rows_of(tok, seq_len: int, n_rows: int):
@@ -92,7 +94,7 @@ def build(opt: Option):
         from training.train import load_base_model
 
         recipe = Recipe(base=str(SAVED), load_in_4bit=opt.four_bit, bf16=True, lora_r=64, lora_alpha=16,
-                        lora_dropout=0.1, target_modules=["q_proj", "v_proj"],
+                        lora_dropout=opt.dropout, target_modules=["q_proj", "v_proj"],
                         gradient_checkpointing=opt.checkpointing, attn_implementation="varlen" if opt.varlen else None)
         model = load_base_model(recipe, str(SAVED), "cuda")
     except ImportError:
@@ -117,9 +119,13 @@ def build(opt: Option):
         if opt.checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(0)
-    cfg = LoraConfig(r=64, lora_alpha=16, lora_dropout=0.1, target_modules=["q_proj", "v_proj"], bias="none",
+    cfg = LoraConfig(r=64, lora_alpha=16, lora_dropout=opt.dropout, target_modules=["q_proj", "v_proj"], bias="none",
                      task_type="CAUSAL_LM")
     model = get_peft_model(model, cfg)
+    if not opt.cast_input:
+        from training.train import keep_lora_inputs_bf16
+
+        keep_lora_inputs_bf16(model)
     model.config.use_cache = False
     model.train()
     return model
@@ -177,6 +183,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="steps per option (2 warm-up)")
     ap.add_argument("--curve-steps", type=int, default=50, help="steps of the loss-curve runs")
     ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--no-curves", action="store_true", help="skip the 50-step loss curves of the best options")
     ap.add_argument("--only", default="", help="comma-separated option keys to run (default: all); the notebook "
                     "baseline always runs")
     args = ap.parse_args()
@@ -221,6 +228,8 @@ def main() -> None:
         "q-varlen": replace(base, name="+ padding-free (varlen), Liger, no checkpointing", varlen=True, **fast),
         "q-varlen-b8": replace(base, name="+ padding-free (varlen), Liger, no checkpointing, batch 8", varlen=True,
                                batch=8, **fast),
+        "q-varlen-b8-nodrop": replace(base, name="+ padding-free (varlen), Liger, no checkpointing, batch 8, LoRA "
+                                      "dropout 0", varlen=True, batch=8, dropout=0.0, **fast),
         "bf16-liger": Option("bf16 LoRA on bf16 base, padding-free, Liger, no checkpointing", **bf16),
         "bf16-liger-b8": Option("bf16 LoRA on bf16 base, padding-free, Liger, no checkpointing, batch 8", batch=8,
                                 **bf16),
@@ -228,6 +237,15 @@ def main() -> None:
                               **bf16),
         "bf16-varlen-b8": Option("bf16 LoRA on bf16 base, padding-free (varlen), Liger, no checkpointing, batch 8",
                                  varlen=True, batch=8, **bf16),
+        "bf16-varlen-b8-nocast": Option("bf16 LoRA on bf16 base, padding-free (varlen), Liger, no checkpointing, "
+                                        "batch 8, bf16 LoRA inputs", varlen=True, batch=8, cast_input=False, **bf16),
+        "bf16-varlen-b4-nocast": Option("bf16 LoRA on bf16 base, padding-free (varlen), Liger, no checkpointing, "
+                                        "bf16 LoRA inputs", varlen=True, cast_input=False, **bf16),
+        "bf16-varlen-b8-nocast-nodrop": Option("bf16 LoRA on bf16 base, padding-free (varlen), Liger, no "
+                                               "checkpointing, batch 8, bf16 LoRA inputs, LoRA dropout 0",
+                                               varlen=True, batch=8, cast_input=False, dropout=0.0, **bf16),
+        "bf16-varlen-b8-nodrop": Option("bf16 LoRA on bf16 base, padding-free (varlen), Liger, no checkpointing, "
+                                        "batch 8, LoRA dropout 0", varlen=True, batch=8, dropout=0.0, **bf16),
     }
     if args.only:
         unknown = set(args.only.split(",")) - set(options)
@@ -251,7 +269,7 @@ def main() -> None:
             log.exception("%s failed", opt.name)
             record({"option": opt.__dict__, "error": repr(e)[:300]})
     # the fastest QLoRA and bf16 options again, for loss curves over the same rows as the baseline
-    for four_bit in (True, False):
+    for four_bit in (() if args.no_curves else (True, False)):
         ok = [r for r in results if "tok_s" in r and r["option"]["four_bit"] == four_bit and not r.get("curve")
               and r["option"]["name"] != base.name]
         if ok:

@@ -96,58 +96,121 @@ def use_slot_attention(model) -> None:
 
 
 # --- decode attention that reads only each row's valid K/V (Triton; CUDA only) --------------------------------------
-_triton_kernel = None
+# Flash-decoding: each (row, head) is split into chunks of the context that run in parallel (so one conversation
+# still fills the GPU), each chunk keeps a running max / sum / weighted V over its valid positions only, and a second
+# kernel merges the chunks. The chunk count is fixed per captured graph (its batch and length bucket); chunks past a
+# row's length do no reads.
+_triton_kernels = None
+SLOT_LENGTHS = {}  # id(model config) -> lengths [B] int32 of the decode step being built (set by model.slots)
 
 
-def _build_triton_kernel():
+def _build_triton_kernels():
     import triton
     import triton.language as tl
 
+    @triton.autotune(  # tried once per (chunk, chunks, heads) outside any CUDA graph (the engine warms up first)
+        configs=[triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=st)
+                 for bn, w, st in ((32, 2, 2), (64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 8, 2), (64, 2, 3))],
+        key=["CHUNK", "S", "H", "GROUP"])
     @triton.jit
-    def decode_attn(Q, K, V, Out, Lens, sm_scale, s_qb, s_qh, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh,
-                    GROUP: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
+    def split_attn(Q, K, V, Lens, MidO, MidL, sm_scale, s_qb, s_qh, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
+                   H: tl.constexpr, S: tl.constexpr, GROUP: tl.constexpr, CHUNK: tl.constexpr,
+                   BLOCK_N: tl.constexpr, D: tl.constexpr):
         b = tl.program_id(0)
         h = tl.program_id(1)
+        sp = tl.program_id(2)
         hk = h // GROUP
         length = tl.load(Lens + b)
+        start = sp * CHUNK
+        end = tl.minimum(start + CHUNK, length)
         d = tl.arange(0, D)
-        q = tl.load(Q + b * s_qb + h * s_qh + d).to(tl.float32) * sm_scale
-        m_i = tl.full((), float("-inf"), tl.float32)
-        l_i = tl.full((), 0.0, tl.float32)
-        acc = tl.zeros((D,), tl.float32)
-        for start in range(0, length, BLOCK_N):
-            n = start + tl.arange(0, BLOCK_N)
-            valid = n < length
-            k = tl.load(K + b * s_kb + hk * s_kh + n[:, None] * s_kt + d[None, :], mask=valid[:, None], other=0.0)
-            s = tl.sum(k.to(tl.float32) * q[None, :], 1)
-            s = tl.where(valid, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 0))
-            p = tl.exp(s - m_new)
-            alpha = tl.exp(m_i - m_new)
-            v = tl.load(V + b * s_vb + hk * s_vh + n[:, None] * s_vt + d[None, :], mask=valid[:, None], other=0.0)
-            acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), 0)
-            l_i = l_i * alpha + tl.sum(p, 0)
-            m_i = m_new
-        tl.store(Out + b * s_ob + h * s_oh + d, (acc / l_i).to(Out.dtype.element_ty))
+        mid = (b * H + h) * S + sp
+        if start < length:
+            q = tl.load(Q + b * s_qb + h * s_qh + d).to(tl.float32) * sm_scale
+            m_i = tl.full((), float("-inf"), tl.float32)
+            l_i = tl.full((), 0.0, tl.float32)
+            acc = tl.zeros((D,), tl.float32)
+            for off in range(0, CHUNK, BLOCK_N):
+                n = start + off + tl.arange(0, BLOCK_N)
+                valid = n < end
+                k = tl.load(K + b * s_kb + hk * s_kh + n[:, None] * s_kt + d[None, :], mask=valid[:, None],
+                            other=0.0)
+                s = tl.sum(k.to(tl.float32) * q[None, :], 1)
+                s = tl.where(valid, s, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(s, 0))
+                p = tl.exp(s - m_new)
+                alpha = tl.exp(m_i - m_new)
+                v = tl.load(V + b * s_vb + hk * s_vh + n[:, None] * s_vt + d[None, :], mask=valid[:, None],
+                            other=0.0)
+                acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), 0)
+                l_i = l_i * alpha + tl.sum(p, 0)
+                m_i = m_new
+            tl.store(MidO + mid * D + d, acc / l_i)
+            tl.store(MidL + mid, m_i + tl.log(l_i))
+        else:
+            tl.store(MidO + mid * D + d, tl.zeros((D,), tl.float32))
+            tl.store(MidL + mid, float("-inf"))
 
-    return decode_attn
+    @triton.jit
+    def merge(MidO, MidL, Out, s_ob, s_oh, H: tl.constexpr, S: tl.constexpr, SP: tl.constexpr, D: tl.constexpr):
+        b = tl.program_id(0)
+        h = tl.program_id(1)
+        d = tl.arange(0, D)
+        sp = tl.arange(0, SP)
+        base = (b * H + h) * S
+        lse = tl.load(MidL + base + sp, mask=sp < S, other=float("-inf"))
+        w = tl.exp(lse - tl.max(lse, 0))  # chunk 0 always holds position 0, so the max is finite
+        o = tl.load(MidO + (base + sp[:, None]) * D + d[None, :], mask=(sp < S)[:, None], other=0.0)
+        out = tl.sum(w[:, None] * o, 0) / tl.sum(w, 0)
+        tl.store(Out + b * s_ob + h * s_oh + d, out.to(Out.dtype.element_ty))
+
+    return split_attn, merge
+
+
+def split_chunk(batch: int, heads: int, length: int) -> int:
+    """Context positions per program: small enough that batch x heads x chunks fills the GPU a few times over, at
+    least 64 (one block), at most 512."""
+    import math
+
+    want = max(1, 4 * 132 // max(1, batch * heads))  # ~4 programs per streaming multiprocessor (H100: 132)
+    chunk = 64
+    while chunk < 512 and math.ceil(length / chunk) > want:
+        chunk *= 2
+    return chunk
 
 
 def triton_decode_attention(query, key, value, lengths, scale: float):
-    """query [B,H,1,D], key/value [B,Hkv,L,D] (any strides, last dim contiguous), lengths [B] int32 (>= 1):
+    """query [B,H,1,D], key/value [B,Hkv,L,D] (any strides, last dim contiguous), lengths [B] int32 (1..L):
     returns [B,1,H,D]; positions >= lengths[b] are never read."""
+    import math
+
     import torch
 
-    global _triton_kernel
-    if _triton_kernel is None:
-        _triton_kernel = _build_triton_kernel()
+    global _triton_kernels
+    if _triton_kernels is None:
+        _triton_kernels = _build_triton_kernels()
+    split_attn, merge = _triton_kernels
     b, h, _, d = query.shape
+    length = key.shape[2]
+    chunk = split_chunk(b, h, length)
+    s = math.ceil(length / chunk)
+    mid_o = torch.empty((b, h, s, d), dtype=torch.float32, device=query.device)
+    mid_l = torch.empty((b, h, s), dtype=torch.float32, device=query.device)
+    split_attn[(b, h, s)](query, key, value, lengths, mid_o, mid_l, scale,
+                          query.stride(0), query.stride(1), key.stride(0), key.stride(1), key.stride(2),
+                          value.stride(0), value.stride(1), value.stride(2),
+                          H=h, S=s, GROUP=h // key.shape[1], CHUNK=chunk, D=d)
     out = torch.empty((b, 1, h, d), dtype=query.dtype, device=query.device)
-    _triton_kernel[(b, h)](query, key, value, out, lengths, scale,
-                           query.stride(0), query.stride(1), key.stride(0), key.stride(1), key.stride(2),
-                           value.stride(0), value.stride(1), value.stride(2), out.stride(0), out.stride(2),
-                           GROUP=h // key.shape[1], BLOCK_N=64, D=d, num_warps=4)
+    merge[(b, h)](mid_o, mid_l, out, out.stride(0), out.stride(2), H=h, S=s, SP=max(2, triton_next_pow2(s)), D=d,
+                  num_warps=4)
     return out
+
+
+def triton_next_pow2(n: int) -> int:
+    p = 1
+    while p < n:
+        p *= 2
+    return p
 
 
 def triton_slot_attention(module, query, key, value, attention_mask, scaling=None, dropout: float = 0.0, **kwargs):
@@ -155,7 +218,9 @@ def triton_slot_attention(module, query, key, value, attention_mask, scaling=Non
 
     if query.shape[2] != 1 or attention_mask is None or attention_mask.dtype != torch.bool:
         return slot_attention(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    lengths = attention_mask.view(query.shape[0], -1).sum(-1, dtype=torch.int32)  # masks are valid prefixes
+    lengths = SLOT_LENGTHS.get(id(module.config)) if module is not None else None
+    if lengths is None or lengths.shape[0] != query.shape[0]:  # masks are valid prefixes
+        lengths = attention_mask.view(query.shape[0], -1).sum(-1, dtype=torch.int32)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     return triton_decode_attention(query, key, value, lengths, scale), None
 
@@ -166,18 +231,23 @@ def triton_attention_works(device) -> bool:
 
     try:
         g = torch.Generator(device=device).manual_seed(0)
-        b, h, length, d = 5, 4, 300, 128
-        q = torch.randn(b, h, 1, d, device=device, dtype=torch.bfloat16, generator=g)
-        k = torch.randn(b, h, length + 20, d, device=device, dtype=torch.bfloat16, generator=g)[:, :, :length]
-        v = torch.randn(b, h, length + 20, d, device=device, dtype=torch.bfloat16, generator=g)[:, :, :length]
-        lens = torch.tensor([1, 17, 64, 65, 300], device=device)
-        mask = (torch.arange(length, device=device)[None] < lens[:, None]).view(b, 1, 1, length)
-        ref, _ = slot_attention(None, q, k, v, mask, scaling=d ** -0.5)
-        got, _ = triton_slot_attention(None, q, k, v, mask, scaling=d ** -0.5)
-        err = ((got.float() - ref.float()).norm() / ref.float().norm()).item()
-        if err > 2e-2:
-            log.warning("Triton decode attention disagrees with the reference (rel. error %.3g); not used", err)
-            return False
+        # (batch, heads, kv heads, bucket length, lengths): many chunks per row, empty chunks, grouped K/V heads
+        cases = [(5, 4, 4, 300, [1, 17, 64, 65, 300]), (1, 32, 32, 1280, [777]), (3, 8, 2, 512, [512, 200, 3]),
+                 (64, 32, 32, 1024, [1 + (37 * i) % 1024 for i in range(64)])]
+        for b, h, hk, length, lens in cases:
+            d = 128
+            q = torch.randn(b, h, 1, d, device=device, dtype=torch.bfloat16, generator=g)
+            k = torch.randn(b, hk, length + 20, d, device=device, dtype=torch.bfloat16, generator=g)[:, :, :length]
+            v = torch.randn(b, hk, length + 20, d, device=device, dtype=torch.bfloat16, generator=g)[:, :, :length]
+            lens_t = torch.tensor(lens, device=device)
+            mask = (torch.arange(length, device=device)[None] < lens_t[:, None]).view(b, 1, 1, length)
+            ref, _ = slot_attention(None, q, k, v, mask, scaling=d ** -0.5)
+            got, _ = triton_slot_attention(None, q, k, v, mask, scaling=d ** -0.5)
+            err = ((got.float() - ref.float()).norm() / ref.float().norm()).item()
+            if not err <= 2e-2:
+                log.warning("Triton decode attention disagrees with the reference (rel. error %.3g at batch %d, "
+                            "length %d); not used", err, b, length)
+                return False
         return True
     except Exception:  # no Triton, no compiler: the matrix-product attention serves
         log.exception("Triton decode attention unavailable")

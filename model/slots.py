@@ -141,6 +141,9 @@ class SlotStats:
     prefill_tokens: int = 0
     decode_steps: int = 0
     busy_seconds: float = 0.0
+    prefill_seconds: float = 0.0  # admitting: prefill forwards, first tokens (the decode pipeline waits meanwhile)
+    wait_seconds: float = 0.0  # the host waiting for a decode step's tokens (the GPU is the bottleneck)
+    decoded_rows: int = 0  # sum over decode steps of the rows that needed a token (mean batch = / decode_steps)
     active: int = 0
     queued: int = 0
     graphs: int = 0
@@ -175,13 +178,15 @@ class SlotEngine(Engine):
         on_gpu = self.device.type == "cuda"
         self.matmul_attention = on_gpu if matmul_attention is None else matmul_attention
         self.triton_attention = False
-        if on_gpu and triton_attention:  # opt-in: not yet measured on a GPU (see benchmarks/RESULTS.md)
+        # GPU default: the split (flash-decoding) Triton kernel that reads only each row's valid K/V, if it passes its
+        # start-up check against the matrix-product attention (benchmarks/RESULTS.md, serving run 5)
+        if on_gpu and (triton_attention is None or triton_attention):
             from model.fused import triton_attention_works
 
             self.triton_attention = triton_attention_works(self.device)
         # SDPA wants contiguous K/V (one length); the matrix-vector attention reads only a 256-multiple prefix; the
-        # Triton kernel reads only each row's own length, so one graph per batch size does
-        step = length_step or (256 if self.matmul_attention and not self.triton_attention else self.max_len)
+        # Triton kernel reads only each row's own length and splits the bucket into chunks (one graph per bucket)
+        step = length_step or (256 if self.matmul_attention or self.triton_attention else self.max_len)
         self.length_buckets = length_buckets(self.max_len, step)
         self.packed_prefill = on_gpu if packed_prefill is None else packed_prefill
         if fuse if fuse is not None else self.use_graphs:
@@ -211,6 +216,7 @@ class SlotEngine(Engine):
         self.tok_buf = torch.zeros(slots, 1, dtype=torch.long, device=dev)
         self.pos_buf = torch.zeros(slots, 1, dtype=torch.long, device=dev)
         self.out_tok = torch.zeros(slots, dtype=torch.long, device=dev)
+        self.lengths = torch.ones(slots, dtype=torch.int32, device=dev)  # valid K/V per row (Triton attention)
         self.arange = torch.arange(self.max_len, device=dev)
         vocab = self.model.get_output_embeddings().weight.shape[0]
         self.seen = torch.zeros(slots, vocab, dtype=torch.bool, device=dev)
@@ -295,6 +301,10 @@ class SlotEngine(Engine):
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(10)
+        if self.triton_attention:
+            from model.fused import SLOT_LENGTHS
+
+            SLOT_LENGTHS.pop(id(self.model.config), None)
         if self.model.config._attn_implementation != self._attn_before:  # the model may serve a plain engine next
             self.model.config._attn_implementation = self._attn_before
 
@@ -353,11 +363,13 @@ class SlotEngine(Engine):
                         if inflight is not None:  # settle the step in flight before its rows change hands
                             self._collect(inflight)
                             inflight = None
+                        t_pre = time.perf_counter()
                         if self.packed_prefill and len(admitted) > 1:
                             self._prefill_packed(admitted)
                         else:
                             for seq in admitted:
                                 self._prefill(seq)
+                        self.stats.prefill_seconds += time.perf_counter() - t_pre
                     launched = self._launch() if self._active else None
                     if inflight is not None:
                         self._collect(inflight)
@@ -469,6 +481,7 @@ class SlotEngine(Engine):
         for seq in live.values():
             seq.fed += 1
         self.stats.decode_steps += 1
+        self.stats.decoded_rows += len(live)
         return done, host, b, live
 
     def _collect(self, launched) -> None:
@@ -476,7 +489,9 @@ class SlotEngine(Engine):
         to their sequences; rows that stopped meanwhile are skipped."""
         done, host, b, live = launched
         if done is not None:
+            t0 = time.perf_counter()
             done.synchronize()
+            self.stats.wait_seconds += time.perf_counter() - t0
         values = host[:b].tolist()
         self._advance({i: values[i] for i, seq in live.items() if self._active.get(i) is seq})
 
@@ -484,6 +499,11 @@ class SlotEngine(Engine):
         pos = self.pos_buf[:b]
         mask = (self.arange[:length].view(1, -1) <= pos).view(b, 1, 1, length)
         self.cache.set_decode(b, length, pos[:, 0])
+        if self.triton_attention:  # each row's valid length, computed once per step for every layer
+            from model.fused import SLOT_LENGTHS
+
+            self.lengths[:b].copy_(pos[:, 0] + 1)
+            SLOT_LENGTHS[id(self.model.config)] = self.lengths[:b]
         out = self.model(input_ids=self.tok_buf[:b], position_ids=pos, attention_mask=mask,
                          use_cache=True, logits_to_keep=1, **{self._cache_kw: self.cache})
         return out.logits[:, -1, :]

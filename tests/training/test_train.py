@@ -209,3 +209,28 @@ def test_answers_the_output_guard_would_block_are_not_taught():
     kept = drop_guard_violations(rows, report)
     assert [qa.question_id for qa in kept] == ["q1"]
     assert report.dropped == {"guard: phone_number": 1, "guard: claims_human_or_clinician": 1, "guard: link": 1}
+
+
+def test_lora_inputs_stay_bf16_under_autocast_with_the_same_output():
+    """training.train.keep_lora_inputs_bf16: peft copies a bf16 layer's input to float32 before a float32 adapter,
+    and autocast casts it straight back for the matrix product; with the copy skipped under autocast the output is
+    identical, and without autocast the copy still happens (float32 weights need float32 inputs)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from training.train import keep_lora_inputs_bf16
+
+    torch.manual_seed(0)
+    model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(64, 64)).to(torch.bfloat16),
+                           LoraConfig(r=4, target_modules=["0"], lora_dropout=0.0, init_lora_weights="gaussian"))
+    seen: list[torch.dtype] = []
+    model.base_model.model[0].lora_A["default"].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        before = model(x)
+    assert keep_lora_inputs_bf16(model) == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        after = model(x)
+    plain = model(x)
+    assert seen == [torch.float32, torch.bfloat16, torch.float32]
+    assert torch.equal(before, after) and plain.dtype == torch.bfloat16
