@@ -67,6 +67,78 @@ def fuse_small_ops(model) -> int:
     return n
 
 
+def fuse_projections(model) -> int:
+    """One matrix product instead of three for q/k/v and one instead of two for gate/up, in every Llama-family
+    layer whose projections are plain `nn.Linear` of one dtype (a merged bf16 model; never 4-bit or unmerged LoRA
+    layers). At batch 1 each product is a matrix-vector pass over its weights, so fewer, larger ones launch fewer
+    kernels and stream the weights at a higher rate. The weights are moved, not copied (no extra memory), and the
+    attention code is unchanged: the new q_proj returns q and keeps k and v for k_proj and v_proj, which Llama's
+    attention calls right after it. Idempotent. Returns the number of layers fused."""
+    import torch
+    from torch import nn
+
+    class FusedQKV(nn.Module):
+        def __init__(self, q: nn.Linear, k: nn.Linear, v: nn.Linear):
+            super().__init__()
+            self.sizes = (q.out_features, k.out_features, v.out_features)
+            self.weight = nn.Parameter(torch.cat([q.weight, k.weight, v.weight]).detach(), requires_grad=False)
+            biases = [m.bias for m in (q, k, v)]
+            self.bias = None if biases[0] is None else nn.Parameter(torch.cat(biases).detach(), requires_grad=False)
+            self.parts = None
+
+        def forward(self, x):
+            q, k, v = torch.nn.functional.linear(x, self.weight, self.bias).split(self.sizes, -1)
+            self.parts = (k, v)
+            return q
+
+    class Part(nn.Module):
+        def __init__(self, owner: FusedQKV, index: int):
+            super().__init__()
+            self._owner = [owner]  # not a submodule: the weights are registered once, under q_proj
+            self.index = index
+
+        def forward(self, x):
+            return self._owner[0].parts[self.index]
+
+    def plain(*mods) -> bool:
+        return all(type(m) is nn.Linear for m in mods) and len({m.weight.dtype for m in mods}) == 1
+
+    n = 0
+    for mod in list(model.modules()):
+        if all(hasattr(mod, a) for a in ("q_proj", "k_proj", "v_proj")) and plain(mod.q_proj, mod.k_proj, mod.v_proj):
+            fused = FusedQKV(mod.q_proj, mod.k_proj, mod.v_proj)
+            mod.q_proj, mod.k_proj, mod.v_proj = fused, Part(fused, 0), Part(fused, 1)
+            n += 1
+        if all(hasattr(mod, a) for a in ("gate_proj", "up_proj", "down_proj")) and plain(mod.gate_proj, mod.up_proj) \
+                and mod.gate_proj.bias is None and getattr(mod, "act_fn", None) is not None:
+            gate_up = nn.Linear(mod.gate_proj.in_features, 2 * mod.gate_proj.out_features, bias=False,
+                                device="meta")
+            gate_up.weight = nn.Parameter(torch.cat([mod.gate_proj.weight, mod.up_proj.weight]).detach(),
+                                          requires_grad=False)
+            mod.gate_up_proj = gate_up
+            del mod.gate_proj, mod.up_proj
+
+            def mlp_forward(self, x, _mul=_silu_mul_for(mod)):
+                g, u = self.gate_up_proj(x).chunk(2, -1)
+                return self.down_proj(_mul(self, g, u))
+
+            mod.forward = mlp_forward.__get__(mod)
+    log.info("fused q/k/v and gate/up projections in %d layers", n)
+    return n
+
+
+def _silu_mul_for(mlp):
+    """act(gate) * up for this MLP: the compiled SiLU kernel when fuse_small_ops ran (same arithmetic), else the
+    module's own activation."""
+    def eager(self, g, u):
+        return self.act_fn(g) * u
+
+    if getattr(getattr(mlp, "config", None), "hidden_act", None) == "silu" and "silu_mul" in _compiled:
+        fn = _compiled["silu_mul"]
+        return lambda self, g, u: fn(g, u)
+    return eager
+
+
 def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout: float = 0.0, **kwargs):
     """Decoding (one query per row) over a slot cache: two batched matrix-vector products that read each K/V row
     once, with the boolean mask applied to the scores. Anything else goes to transformers' SDPA function."""

@@ -190,9 +190,10 @@ class SlotEngine(Engine):
         self.length_buckets = length_buckets(self.max_len, step)
         self.packed_prefill = on_gpu if packed_prefill is None else packed_prefill
         if fuse if fuse is not None else self.use_graphs:
-            from model.fused import fuse_small_ops
+            from model.fused import fuse_projections, fuse_small_ops
 
             fuse_small_ops(self.model)
+            fuse_projections(self.model)  # q/k/v and gate/up as one product each (merged bf16 weights only)
         self._attn_before = self.model.config._attn_implementation
         if self.triton_attention:
             from model.fused import use_triton_slot_attention
