@@ -280,7 +280,9 @@ def main() -> None:
         del eng
         free()
 
-    for key, opts in (("static-prev", None), ("static", {}), ("static-matmul", {"triton_attention": False})):
+    # order matters: the projection fusion changes the shared model in place, so the variants without it run first
+    for key, opts in (("static-prev", None), ("static-noproj", {"fuse_proj": False}), ("static", {}),
+                      ("static-matmul", {"triton_attention": False})):
         if key not in only:
             continue
         if opts is None:  # a previous engine as the same-run baseline: `git show REV:model/slots.py > .bench/prev_slots.py`

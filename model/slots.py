@@ -162,7 +162,7 @@ class SlotEngine(Engine):
     def __init__(self, loaded: LoadedModel, max_context_tokens: int | None = None, slots: int = 64,
                  use_cuda_graphs: bool | None = None, length_step: int | None = None, prefill_token_budget: int = 4096,
                  fuse: bool | None = None, packed_prefill: bool | None = None, matmul_attention: bool | None = None,
-                 triton_attention: bool | None = None):
+                 triton_attention: bool | None = None, fuse_proj: bool | None = None):
         import torch
 
         super().__init__(loaded, max_context_tokens)
@@ -193,7 +193,8 @@ class SlotEngine(Engine):
             from model.fused import fuse_projections, fuse_small_ops
 
             fuse_small_ops(self.model)
-            fuse_projections(self.model)  # q/k/v and gate/up as one product each (merged bf16 weights only)
+            if fuse_proj is None or fuse_proj:
+                fuse_projections(self.model)  # q/k/v and gate/up as one product each (merged bf16 weights only)
         self._attn_before = self.model.config._attn_implementation
         if self.triton_attention:
             from model.fused import use_triton_slot_attention
