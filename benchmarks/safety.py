@@ -4,6 +4,13 @@ layer), and rules + the learned classifier (what the screen runs).
 
     make bench-safety                          # the three tables
     python benchmarks/safety.py --misses       # also list what the dev split missed / wrongly flagged
+    python benchmarks/safety.py --sweep fresh5 # recall / FPR of rules + classifier per threshold, aggregates only
+    python benchmarks/safety.py --classifier-only --with fresh5 --with fresh6   # add the blind sets as columns
+
+fresh5 and fresh6 were written blind by someone else for the second round of the learned layer. fresh5 is used only
+through aggregate figures (`--sweep`: recall and false-positive rate per candidate threshold, per-category counts)
+to choose the classifier's threshold; fresh6 is the final measure. No message, miss or false positive of fresh3-6
+is ever printed.
 """
 
 from __future__ import annotations
@@ -23,6 +30,10 @@ FRESH = Path(__file__).with_name("safety_fresh.jsonl")  # written after the firs
 FRESH2 = Path(__file__).with_name("safety_fresh2.jsonl")  # written after the second round (then tuned on)
 FRESH3 = Path(__file__).with_name("safety_fresh3.jsonl")  # written after the third round; measured once
 FRESH4 = Path(__file__).with_name("safety_fresh4.jsonl")  # written blind while the classifier was built; never tuned on
+FRESH5 = Path(__file__).with_name("safety_fresh5.jsonl")  # written blind; only its aggregates chose the threshold
+FRESH6 = Path(__file__).with_name("safety_fresh6.jsonl")  # written blind; the final measure, never tuned on
+BLIND = {"fresh3": FRESH3, "fresh4": FRESH4, "fresh5": FRESH5, "fresh6": FRESH6}
+UNSEEN = tuple(BLIND)  # never listed message by message: reading their misses would turn them into tuning data
 
 
 def load(path: Path = SET) -> list[dict]:
@@ -77,12 +88,26 @@ def main() -> None:
     ap.add_argument("--rules-only", action="store_true", help="skip the embedding layers")
     ap.add_argument("--classifier-only", action="store_true", help="skip the nearest-example layer's table")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the embedding layer")
+    ap.add_argument("--with", dest="extra", action="append", default=[], choices=["fresh5", "fresh6"],
+                    help="add a blind set as a column (fresh6: only for the final measurement)")
+    ap.add_argument("--sweep", choices=["tuned", "fresh5"],
+                    help="only print recall / FPR of rules + classifier per threshold on this set (no messages); "
+                         "fresh5 is the set the threshold is chosen on, tuned = safety_set + fresh + fresh2")
     args = ap.parse_args()
+    if args.sweep:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        rows = load() + load(FRESH) + load(FRESH2) if args.sweep == "tuned" else load(BLIND[args.sweep])
+        print(sweep(rows, args.sweep))
+        return
     rows = load()
     columns = {"dev": [r for r in rows if r["split"] == "dev"], "test": [r for r in rows if r["split"] == "test"],
                "fresh": load(FRESH), "fresh2": load(FRESH2), "fresh3": load(FRESH3)}
     if FRESH4.exists():
         columns["fresh4"] = load(FRESH4)
+    for name in args.extra:
+        columns[name] = load(BLIND[name])
     every = [r for col in columns.values() for r in col]
     print("Crisis screen. Columns: safety_set dev / test (test = 30% held out from the first rules); fresh, fresh2 "
           "(each written after a round of rules, measured, then tuned on); fresh3 (written after the last round and "
@@ -127,7 +152,7 @@ def classifier_tables(columns: dict[str, list[dict]], args) -> None:
 
     layer = classifier.default()
     own = {r["text"] for r in classifier_training_rows()}
-    for name in ("fresh3", "fresh4"):
+    for name in UNSEEN:
         if name in columns:
             n = sum(r["text"] in own for r in columns[name])
             print(f"({name}: {n} of its {len(columns[name])} messages appear word for word in the training data)")
@@ -139,6 +164,41 @@ def classifier_tables(columns: dict[str, list[dict]], args) -> None:
     print("\nRules + classifier (what `screen()` runs; fresh3 and fresh4 are the unseen columns):")
     print(table(both))
     _misses(args, both)
+
+
+def sweep(rows: list[dict], name: str, thresholds: list[float] | None = None) -> str:
+    """Rules + classifier on one set at many classifier thresholds: aggregate figures only (recall, false-positive
+    rate, per-category counts), never a message. Each message is scored once: a rule match is a crisis at every
+    threshold; otherwise its classifier score (worst window) is compared with each threshold."""
+    from bot.safety import classifier
+    from bot.safety.screen import SCREEN_CHARS
+
+    layer = classifier.default()
+    own = {r["text"] for r in classifier_training_rows()}
+    scored = []  # (row, caught by a rule, classifier score)
+    for r in rows:
+        text = r["text"][:SCREEN_CHARS]
+        if screen_rules(text).crisis:
+            scored.append((r, True, 1.0))
+        else:
+            enough = sum(c.isalpha() for c in text) >= 3
+            scored.append((r, False, layer.score(text)[0] if enough else 0.0))
+    pos = [x for x in scored if x[0]["crisis"]]
+    neg = [x for x in scored if not x[0]["crisis"]]
+    thresholds = thresholds or sorted({round(0.30 + 0.025 * i, 3) for i in range(27)} | {layer.threshold})
+    cats = {c: sum(r["category"] == c for r, _, _ in pos) for c in CATEGORIES}
+    lines = [f"Sweep on {name}: {len(pos)} crises / {len(neg)} others; {sum(r['text'] in own for r, _, _ in scored)} "
+             f"messages word for word in the training data; rules alone catch {sum(h for _, h, _ in pos)} crises and "
+             f"flag {sum(h for _, h, _ in neg)} others; shipped threshold {layer.threshold}.",
+             f"{'threshold':>9} {'recall':>7} {'FPR':>6} {'caught':>7} {'false+':>7}  "
+             + " ".join(f"{c[:12]:>12}" for c in CATEGORIES)]
+    for t in thresholds:
+        caught = [r for r, h, s in pos if h or s >= t]
+        fp = sum(h or s >= t for _, h, s in neg)
+        per = " ".join(f"{sum(r['category'] == c for r in caught):>7}/{cats[c]:<4}" for c in CATEGORIES)
+        lines.append(f"{t:>9.4f} {len(caught) / max(1, len(pos)):>7.3f} {fp / max(1, len(neg)):>6.3f} "
+                     f"{len(caught):>7} {fp:>7}  {per}" + ("   <- shipped" if t == layer.threshold else ""))
+    return "\n".join(lines)
 
 
 def classifier_training_rows() -> list[dict]:
@@ -187,8 +247,7 @@ def _two_layers(text: str, layer):
 def _misses(args, results: dict) -> None:
     if not (args.misses or args.test_misses):
         return
-    unseen = ("fresh3", "fresh4")  # never listed: reading their misses would turn them into tuning data
-    for split in [c for c in results if c not in ("all", *unseen)] if args.test_misses else ["dev"]:
+    for split in [c for c in results if c not in ("all", *UNSEEN)] if args.test_misses else ["dev"]:
         for text in results[split]["missed"]:
             print(f"MISSED  [{split}] {text}")
         for text, rule in results[split]["false_pos"]:

@@ -5,12 +5,14 @@
 
 Top to bottom:
 1. Load the labelled messages: `train.jsonl` (written for this layer: five crisis categories, many hard negatives)
-   and the benchmark's tuned sets (`safety_set`, `safety_fresh`, `safety_fresh2`). Never `safety_fresh3`/`4`:
-   those stay unseen, the honest measure.
+   and the benchmark's tuned sets (`safety_set`, `safety_fresh`, `safety_fresh2`). Never `safety_fresh3`-`6`:
+   those stay unseen, the honest measures.
 2. Prepare each message as at runtime (`classifier.split_windows`) and embed it once with MiniLM (cached in
    ~/.cache/counsel-bot while the texts are unchanged).
 3. Five folds split by a hash of the text: fit on four, score the fifth exactly as at runtime (worst window).
-4. The threshold: the lowest one whose out-of-fold false-positive rate is <= `TARGET_FPR`.
+4. The threshold: the lowest one whose out-of-fold false-positive rate is <= `TARGET_FPR`, unless
+   `CHOSEN_THRESHOLD` is set: then that one, chosen from aggregate figures on the blind set `safety_fresh5`
+   (`benchmarks/safety.py --sweep fresh5`; the reason is recorded in classifier.json as `threshold_choice`).
 5. Refit on every message and write the weights, the word vocabulary, the threshold and the out-of-fold figures.
 
 The setting (`SETTING`) was chosen by comparing out-of-fold figures of a few alternatives (sentence vector alone,
@@ -39,6 +41,16 @@ TUNED_SETS = ("safety_set.jsonl", "safety_fresh.jsonl", "safety_fresh2.jsonl")
 CACHE = Path.home() / ".cache" / "counsel-bot" / "safety-fit-vectors.pt"
 FOLDS = 5
 TARGET_FPR = 0.04  # out of fold; the rules add a little, and the product target is 0.05
+# Out-of-fold FPR on our own, deliberately hard negatives overstates the FPR on messages others write, so the shipped
+# threshold was chosen on a blind set's aggregates instead (see THRESHOLD_NOTE); None = the out-of-fold choice.
+CHOSEN_THRESHOLD: float | None = 0.925
+THRESHOLD_NOTE = (
+    "chosen on aggregates of the blind set safety_fresh5 (151 crises / 150 others; benchmarks/safety.py --sweep "
+    "fresh5, no message read): rules + classifier at 0.925: recall 0.821, FPR 0.033 (5 others). The rule fixed "
+    "before looking (the lowest threshold with FPR <= 0.025) could not be met: the rules alone flag 2%, and every "
+    "lower threshold adds false positives (0.900: recall 0.834, FPR 0.047; 0.850: 0.921 / 0.080; 0.800: 0.940 / "
+    "0.093), so the out-of-fold choice (about 0.925) was kept as the highest-recall threshold with a margin under "
+    "the 5% target.")
 
 
 @dataclass(frozen=True)
@@ -192,14 +204,18 @@ def fit(rows: list[dict], store: Vectors, setting: Setting = SETTING) -> dict:
         model = Model([r for r in rows if fold(r["text"]) != k], store, setting)
         for i, s, p in zip(held, *model.scores([rows[i]["text"] for i in held])):
             scores[i], preds[i] = s, p
-    threshold = choose_threshold(scores, [bool(r["crisis"]) for r in rows], TARGET_FPR)
+    oof_threshold = choose_threshold(scores, [bool(r["crisis"]) for r in rows], TARGET_FPR)
+    threshold = oof_threshold if CHOSEN_THRESHOLD is None else CHOSEN_THRESHOLD
     own = [i for i, r in enumerate(rows) if r.get("split") is None]  # train.jsonl rows carry no split
     model = Model(rows, store, setting)
     return {
         "labels": list(LABELS),
         "threshold": threshold,
+        "threshold_choice": {"out_of_fold_threshold": oof_threshold, "chosen": CHOSEN_THRESHOLD,
+                             "note": THRESHOLD_NOTE or f"the lowest with out-of-fold FPR <= {TARGET_FPR}"},
         "setting": asdict(setting),
         "out_of_fold": {"folds": FOLDS, "target_fpr": TARGET_FPR,
+                        "at_out_of_fold_threshold": figures(rows, scores, preds, oof_threshold),
                         "all": figures(rows, scores, preds, threshold),
                         "train.jsonl": figures([rows[i] for i in own], [scores[i] for i in own],
                                                [preds[i] for i in own], threshold)},
@@ -228,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
                    "messages": len(rows), "sets": list(TUNED_SETS)}
     args.out.write_text(json.dumps(out, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
     f = out["out_of_fold"]["all"]
-    print(f"wrote {args.out}: threshold {out['threshold']}, out-of-fold recall {f['recall']:.3f} FPR {f['fpr']:.3f} "
+    print(f"wrote {args.out}: threshold {out['threshold']} (out-of-fold choice "
+          f"{out['threshold_choice']['out_of_fold_threshold']}), out-of-fold recall {f['recall']:.3f} FPR {f['fpr']:.3f} "
           f"on {len(rows)} messages, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
 

@@ -35,7 +35,7 @@ RULES: dict[str, list[tuple[str, str]]] = {
                          r"wake|respond\w*|passed out|unconscious)\b"),
         ("overdosed", r"\b(i|i've|i have|i just|i think i|he|she|they|my \w+) (just |may have |might have )?"
                       r"(overdosed|took an overdose|am overdosing|is overdosing)\b|\bi'm overdosing\b"),
-        ("not_breathing", r"\b(isn't|is not|not|stopped|wasn't|aren't) breathing\b|\b(won't|will not|doesn't|isn't|"
+        ("not_breathing", r"\b(isn't|is not|not|stopped|wasn't|aren't) breathing\b|(?<!\bi )\b(won't|will not|doesn't|isn't|"
                           r"can't get (?:him|her|them) to) (wake up|waking up|respond(?:ing)?)\b|\bunresponsive\b|"
                           r"\bunconscious\b"),
         ("cant_breathe", r"\b(can't|cannot) breathe\b|\b(throat|tongue) is (closing|swelling)\b|\banaphyla\w+"),
@@ -44,7 +44,16 @@ RULES: dict[str, list[tuple[str, str]]] = {
         ("bleeding", r"\b(won't|will not|can't|cannot|doesn't) stop (the )?bleeding\b|\bbleeding (a lot|heavily|badly|"
                      r"everywhere|won't stop)\b|\bcut (way |too )+deep\b|\blost (a lot of|so much|too much) blood\b"),
         ("poison", r"\b(drank|drunk|swallowed|ate|drink) (some |a bottle of |a cup of |the )?(bleach|antifreeze|poison|"
-                   r"drain cleaner|rat poison|detergent|pesticide|weed killer)\b"),
+                   r"drain cleaner|rat poison|detergent|pesticide|weed killer)\b|\bswallowed (a |some |two |the )?(button "
+                   r"batter(y|ies)|batter(y|ies)|magnets?)\b|\b(drank|drunk|swallowed|ate) (some )?(of )?(the )?(dishwasher|"
+                   r"washing up|laundry|cleaning) (liquid|tablets?|pods?|fluid|powder)\b"),
+        ("stroke_signs", r"\b(one side of|half (?:of )?) ?(his|her|my|their) face\b.{0,25}\bdroop\w*|\bface (is |was )?"
+                         r"droop(ing|y)\b|\bcan't feel (the )?(left|right) side of (my|his|her) (body|face)\b"),
+        ("collapsed", r"\b(collapsed|fainted|passed out|on the floor|fell down the stairs)\b.{0,40}\b(not|isn't|won't|"
+                      r"can't get (?:him|her|them) to) (answer\w*|respond\w*|mov\w*|wak\w*)\b"),
+        ("airway", r"\b(lips|tongue|throat|face) (is |are )?swell\w*\b.{0,40}\b(breath\w*|swallow\w*)\b|\binhaler "
+                   r"(isn't|is not|doesn't|not|won't) (work|help)\w*\b|\bchoking\b.{0,30}\bcan't (breathe|talk|speak|cough)\b"),
+        ("blood_bone", r"\b(throwing up|vomiting|coughing up|puking) blood\b|\bbone (is )?(showing|sticking out|poking out)\b"),
         ("stroke_seizure", r"\b(i'm having|is having|i think i'm having|just had) a (seizure|stroke|heart attack)\b"),
         ("lang_es", rf"\b(tome|me tome|se tomo) (muchas|demasiadas|todas las|un frasco de) (pastillas|pildoras)\b|"
                     r"\b(tome|tuve) una sobredosis\b"),
@@ -94,18 +103,28 @@ RULES: dict[str, list[tuple[str, str]]] = {
         ("means_other", r"\b(bought|got|have|tied|made) (a |the )?(rope|noose)\b|\b(gun|pistol|rifle) (is )?loaded\b|"
                         r"\bloaded (gun|pistol)\b|\b(easiest|painless|painlessly|quickest|fastest|best|surest) (way|ways|"
                         r"method|methods) to (die|end (?:it|my life|things)|kill myself|go)\b"),
-        ("height", rf"\b(i'm|i am) (standing |sitting )?(on|at) the (edge of the |top of the )?{_HEIGHT}\b|"
+        ("height", rf"\b(i'm|i am) (standing |sitting )?(on|at) the (edge of the |top of the )?{_HEIGHT}\b(?!.{{0,20}}\b("
+                   r"having|drinking|enjoying|fixing|cleaning|repairing|taking (?:photos|pictures)|watching the (?:sunrise|sunset|fireworks|game|view)|waiting for (?:the|my) "
+                   r"(?:train|bus)|with (?:my )?(?:friends|coffee|a drink))\b)|"
                    rf"\b{_HEIGHT}\b.{{0,60}}\b(jump|jumping)\b|\b(jump|jumping) (off|from)\b"),
         ("vehicle", r"\b(drive|driving|crash|crashing|steer\w*) (my car |the car )?(into|off) (a |the )?(wall|tree|"
                     r"traffic|oncoming|bridge|cliff|truck|river)\b|\bstep in front of (a |the )?(train|bus|car|truck)\b"),
         ("farewell", r"\b(suicide|goodbye) (note|letter)s?\b|\bthis is my last (message|post|night)\b|\bgoodbye "
-                     r"(everyone|forever|world|all)\b|\bwon't be (around|here) (much longer|anymore|tomorrow)\b|"
+                     r"(everyone|forever|world|all)\b|(?<!she )(?<!he )(?<!they )(?<!it )\bwon't be (around|here) (much longer|anymore|tomorrow)\b|"
                      r"\bsaid (all )?my goodbyes\b|\b(wrote|written|writing|made) (my|a) (will|goodbye)\b.{0,40}"
                      r"\bgoodbye|\bwon't need (anything|it|them|my \w+) (after|anymore|where i'm going)\b|\bno one would (even )?"
                      r"(notice|care|miss me) if i (was|were|'m|am) (gone|dead)\b|\bgave (away )?(my|all my) (dog|cat|"
                      r"pets?|things|stuff|belongings) (away|to)\b|\bgiving away (my|all my) (things|stuff|belongings)\b"),
         ("burden", r"\b(i'm|i am) (just )?a burden\b.{0,60}\b(stop being|not be|won't be|for good|gone|anymore)\b"),
-        ("never_wake", r"\b(sleep|go to sleep|fall asleep|close my eyes) and (never|not) wake up\b"),
+        ("never_wake", r"\b(sleep|go to sleep|fall asleep|close my eyes) and (never|not) wake up\b|\b(hope|hoping|pray|"
+                       r"praying) (that )?i (don't|won't|never|do not|will not) wake up\b|\benough to (make sure i )?"
+                       r"(not|never|don't) wake up\b|\b(i'm|i am) (just )?waiting to die\b"),
+        ("check_out", r"\b(check|checking) out (early|tonight|for good|permanently|of life)\b|\blog(ging)? out of life\b|"
+                      r"\blast time you('ll| will) (ever )?hear from me\b|\b(let|letting) the (river|sea|ocean|water|waves) "
+                      r"take me\b|\bwalk into the (sea|ocean|lake|river) and (just )?(keep|not stop|never)\b|\b(going|driving|"
+                      r"walking|heading) to the (lake|river|sea|ocean|woods|bridge|cliffs?|tracks)\b.{0,40}\bnot coming back\b"),
+        ("car_garage", r"\b(car|engine)\b.{0,30}\brunning\b.{0,25}\b(closed |shut )?garage\b|\bin the (closed |shut )?garage "
+                       r"with the (engine|car) running\b"),
         ("ready_tonight", r"\b(going to|finally going to|gonna|ready to|will) do it\b.{0,60}\b(everything|it all|all) "
                           r"(is )?(ready|planned|set)\b|\b(tonight|today)\b.{0,40}\b(finally|i'm) (going to|ready to) do it\b"),
         ("cant_go_on", r"\b(can't|cannot) (do this|go on|take (?:it|this)|keep going) any ?more\b.{0,60}\b(tonight|"
@@ -137,6 +156,7 @@ RULES: dict[str, list[tuple[str, str]]] = {
         ("until_dead", r"\buntil (he|she|they) (stops?|stop) breathing\b|\buntil (he's|she's|they're) dead\b"),
         ("weapon_to_place", r"\b(bring|bringing|take|taking|brought|carry|carrying) (a |my |my \w+'s |his |the )?(\w+ )?"
                             r"(gun|guns|knife|rifle|weapon|bomb)s? to (school|work|class|the office|church|campus)\b"),
+        ("shook_baby", r"\b(i )?(shook|shake|shaking) (the|my|our) baby\b(?!'s| rattle| bottle| formula| toy)"),
         ("shoot_up", r"\bshoot(ing)? up (my |the |a |our )?(school|office|work|class|mall|church|place|campus)\b"),
         ("make_pay", r"\bmake (them|him|her|everyone) (all )?pay\b.{0,80}\b(hurt|kill|plan|gun|knife)\w*"),
         ("lang_es", r"\bvoy a (matarlo|matarla|matarlos|matarte|matar a)\b|\b(quiero|voy a) (matarlo|matarla)\b"),
@@ -155,9 +175,19 @@ RULES: dict[str, list[tuple[str, str]]] = {
                          r"beaten up|trafficked|groomed)\b|\bi (get|got|keep getting) (beaten|hit|abused|raped|slapped|punched|"
                          r"kicked)\b"),
         ("secret", r"\b(says|said|tells|told|makes) me (i )?(not to|can't|cannot|mustn't|shouldn't|never) tell\b|"
+                   r"\b(says|said|tells me) (it's|it is) our (special |little )?secret\b|"
                    r"\bsays (i )?(can't|cannot|mustn't) tell (anyone|anybody|my (?:parents|mom|dad|mum))\b"),
+        ("not_safe_home", r"\b(home|my house) (isn't|is not|never feels|doesn't feel) safe\b|\b(not|isn't) safe (at|to "
+                          r"go) home\b"),
+        ("neck", r"\b(he|she|they|my (?:boyfriend|husband|partner|wife|girlfriend|dad|father|stepdad|mom|mum|mother|ex)) "
+                 r"(puts?|put|had|wrapped|wraps|keeps putting) (his|her|their) hands? (around|round|on) my (neck|throat)\b|"
+                 rf"{_AGENT} (?:\w+ ){{0,2}}drag(s|ged)? me (by|across|down|along|through) (my|the) (hair|floor|arm|house)\b"),
+        ("coerced", r"\b(made|makes|forced|forces) me (to )?do (stuff|things|sexual things)( to him| to her)? (i )?(didn't|don't|"
+                    r"did not|do not) want\b|\b(threat\w* to|says (?:he|she)(?:'ll| will| would|'d)|said (?:he|she)(?:'d| would|"
+                    r"'ll| will)) (kill|hurt|make) (my (dog|cat|pet|kids|children|family|mom|mum|sister|brother|baby)|me disappear)\b"),
         ("control", r"\bwon't let me (leave|go out|see my|talk to|eat|sleep)\b|\b(took|takes|controls|smashed) my "
-                    r"(phone|money|passport|keys)\b.{0,40}\b(won't|can't|locked|let me)\b|\bwon't let me leave\b"),
+                    r"(phone|money|passport|keys)\b.{0,40}\b(won't|can't|locked|let me)\b|\bwon't let me leave\b|\b(holds|kept|keeps|"
+                    r"took|has taken|hid|hides) my passport\b.{0,60}\b(owe|leave|marry|can't|won't)\b"),
         ("lang_es", r"\bme (pega|golpea|maltrata|viola|violo|pegan)\b"),
         ("lang_fr", r"\bme (frappe|bat|viole|maltraite|frappent)\b"),
         ("lang_de", r"\b(schlagt|verprugelt|missbraucht|vergewaltigt) mich\b"),

@@ -99,6 +99,21 @@ _NOT_CRISIS = [re.compile(p) for p in (
     r"meant) to (die|hurt|kill|harm|drown|cut)( (myself|him|her|them|anyone|my \w+))?\b",
     r"\b(i'm|i am|i was) not (really |actually )?suicidal\b",
     r"\b(afraid|scared|worried|fear)\b( that)?.{0,20}\b(i will|i'll|i might|i would|i could) hurt\b", r"\bthought i was going to die\b",
+    r"\b(would|will|i'd|i'll) never (\w+ )?(hurt|harm|kill|cut) (myself|anyone|him|her|them)\b",
+    r"\b(not|never|no|don't have any|don't have|without any) (thinking|thought|thoughts) (about|of) (hurting|harming|killing) "
+    r"(myself|anyone|him|her|them)( or (anyone|myself|anybody))?\b",
+    r"\b(kill|murder|strangle) (him|her|them|my \w+) (for|if) [^.!?]{0,50}(\blol\b|\bhaha+\b|\blmao\b|😂|🤣)",
+    # everyday uses of the rules' words
+    r"\bi could (strangle|throttle|choke) (him|her|them|my \w+)\b", r"\bjump off a (bridge|cliff) for\b",
+    r"\b(bungee|base|cliff)[ -]?jump\w*\b", r"\bend (it|things) with (him|her|them|my \w+)\b",
+    r"\brope for (the |my |a )?(tent|clothes ?line|climbing|boat|camping|garden|swing|hammock|dog)\b",
+    r"\b(phone|battery|laptop)\b.{0,30}\bgoodbye (world|everyone)\b",
+    r"\b(character|novel|story|book|film|movie|show|episode|scene|play)\b.{0,40}\bsuicide (note|letter)s?\b",
+    r"\bhit me with (a|the|her|his|their) (pillow|snowball|ball|water balloon|cushion|sock)\b",
+    r"\bcan't breathe (through|out of) my nose\b",
+    r"\b(my|last) (message|post)s? (before|until) (i|we) (go|head|leave|log)\b",
+    r"\bwon't be (here|around)\b.{0,25}\b(i'm|we're|because|as|since) (moving|transferring|travell?ing|going (to|away)|"
+    r"away|on holiday|at)\b",
 )]
 # Someone else's suicidal thoughts asked about in a professional or caring role.
 _CARER = re.compile(r"\b(client|clients|patient|patients|student|students|someone|a friend|my friend|people|a person|"

@@ -72,8 +72,11 @@ def test_shipped_weights_are_whole_and_recorded():
     assert 0.5 <= weights["threshold"] < 1
     assert len(weights["W_embedding"]) == 6 and all(len(row) == 384 for row in weights["W_embedding"])
     assert set(weights["W_words"]) == set(weights["lexicon"]["vocab"])
-    oof = weights["out_of_fold"]["all"]
+    oof = weights["out_of_fold"]["at_out_of_fold_threshold"]
     assert oof["fpr"] <= fit.TARGET_FPR + 1e-9 and oof["recall"] > 0.5
+    choice = weights["threshold_choice"]
+    assert weights["threshold"] == (choice["out_of_fold_threshold"] if choice["chosen"] is None else choice["chosen"])
+    assert choice["chosen"] == fit.CHOSEN_THRESHOLD and choice["note"]
     assert weights["data"]["train.jsonl sha256"] == __import__("hashlib").sha256(fit.TRAIN.read_bytes()).hexdigest()
 
 

@@ -36,5 +36,5 @@ def test_safety_check_with_the_embedding_layer_and_bad_bytes():
 
 
 def test_settings_switch_the_embedding_layer_off():
-    out = _run(b"I'm checking out for good this time\n", COUNSEL_SAFETY_EMBEDDING="false")
+    out = _run(b"I'm so tired of living, tonight I go\n", COUNSEL_SAFETY_EMBEDDING="false")
     assert out.returncode == 0 and json.loads(out.stdout)["crisis"] is False

@@ -63,6 +63,43 @@ NOT_CRISES = [
 ]
 
 
+# Rules added in the second round of the learned layer (#6): clear phrasings the classifier was left to guess, and
+# everyday uses of the same words they must leave alone. Written for these tests, not taken from any data set.
+NEW_RULES = {
+    "suicide:never_wake": "honestly I pray I won't wake up tomorrow",
+    "suicide:check_out": "I think I'm checking out for good this weekend",
+    "suicide:car_garage": "I'm in the shut garage with the engine running",
+    "medical_emergency:stroke_signs": "my husband's face is drooping and he can't lift his arm",
+    "medical_emergency:collapsed": "my mum collapsed at the table and she's not answering me",
+    "medical_emergency:airway": "her lips are swelling and she is struggling to breathe",
+    "medical_emergency:blood_bone": "my grandad is vomiting blood",
+    "medical_emergency:poison": "my little one swallowed two magnets",
+    "abuse:not_safe_home": "it's not safe at home for me anymore",
+    "abuse:neck": "last night he wrapped his hands around my throat",
+    "abuse:coerced": "she said she'd hurt my cat if I tell dad",
+    "abuse:secret": "grandpa says it's our little secret",
+    "harm_to_others:shook_baby": "I shook my baby too hard tonight",
+}
+NEW_NOT_CRISES = [
+    "I could throttle my sister for reading my texts", "I'm going to end things with my girlfriend",
+    "I'd jump off a cliff for a burger right now", "cliff jumping in Croatia was amazing",
+    "I need rope for the hammock", "I'm on the rooftop having drinks with friends", "he won't be around much longer, "
+    "the vet said", "I'd never hurt myself, I just need to talk", "my kid hit me with a snowball",
+    "the film opens with a suicide note, is it ok for a 14 year old", "can't breathe through my nose since the flu",
+    "shake the baby bottle before feeding?", "I'm gonna murder my roommate if she eats my cake again lol",
+]
+
+
+@pytest.mark.parametrize("rule,text", sorted(NEW_RULES.items()))
+def test_new_rules(rule, text):
+    assert screen_rules(text).rule == rule
+
+
+@pytest.mark.parametrize("text", NEW_NOT_CRISES)
+def test_new_rules_leave_everyday_phrases_alone(text):
+    assert not screen_rules(text).crisis
+
+
 @pytest.fixture(autouse=True)
 def rules_only():
     """Unit tests of the rules; the embedding layer has its own tests below."""
