@@ -180,13 +180,14 @@ def _build_triton_kernels():
     import triton
     import triton.language as tl
 
-    @triton.autotune(  # tried once per (chunk, chunks, heads) outside any CUDA graph (the engine warms up first)
+    @triton.autotune(  # tried once per (chunk, group) outside any CUDA graph (the engine warms up first); the
+        # chunk count and head count are runtime values, so other lengths and batches reuse the choice and compile
         configs=[triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=st)
                  for bn, w, st in ((32, 2, 2), (64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 8, 2), (64, 2, 3))],
-        key=["CHUNK", "S", "H", "GROUP"])
+        key=["CHUNK", "GROUP"])
     @triton.jit
-    def split_attn(Q, K, V, Lens, MidO, MidL, sm_scale, s_qb, s_qh, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
-                   H: tl.constexpr, S: tl.constexpr, GROUP: tl.constexpr, CHUNK: tl.constexpr,
+    def split_attn(Q, K, V, Lens, MidO, MidL, sm_scale, s_qb, s_qh, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, H, S,
+                   GROUP: tl.constexpr, CHUNK: tl.constexpr,
                    BLOCK_N: tl.constexpr, D: tl.constexpr):
         b = tl.program_id(0)
         h = tl.program_id(1)
@@ -224,7 +225,7 @@ def _build_triton_kernels():
             tl.store(MidL + mid, float("-inf"))
 
     @triton.jit
-    def merge(MidO, MidL, Out, s_ob, s_oh, H: tl.constexpr, S: tl.constexpr, SP: tl.constexpr, D: tl.constexpr):
+    def merge(MidO, MidL, Out, s_ob, s_oh, H, S, SP: tl.constexpr, D: tl.constexpr):
         b = tl.program_id(0)
         h = tl.program_id(1)
         d = tl.arange(0, D)
@@ -270,10 +271,10 @@ def triton_decode_attention(query, key, value, lengths, scale: float):
     mid_l = torch.empty((b, h, s), dtype=torch.float32, device=query.device)
     split_attn[(b, h, s)](query, key, value, lengths, mid_o, mid_l, scale,
                           query.stride(0), query.stride(1), key.stride(0), key.stride(1), key.stride(2),
-                          value.stride(0), value.stride(1), value.stride(2),
-                          H=h, S=s, GROUP=h // key.shape[1], CHUNK=chunk, D=d)
+                          value.stride(0), value.stride(1), value.stride(2), h, s,
+                          GROUP=h // key.shape[1], CHUNK=chunk, D=d)
     out = torch.empty((b, 1, h, d), dtype=query.dtype, device=query.device)
-    merge[(b, h)](mid_o, mid_l, out, out.stride(0), out.stride(2), H=h, S=s, SP=max(2, triton_next_pow2(s)), D=d,
+    merge[(b, h)](mid_o, mid_l, out, out.stride(0), out.stride(2), h, s, SP=max(2, triton_next_pow2(s)), D=d,
                   num_warps=4)
     return out
 
