@@ -7,10 +7,10 @@ layer), and rules + the learned classifier (what the screen runs).
     python benchmarks/safety.py --sweep fresh5 # recall / FPR of rules + classifier per threshold, aggregates only
     python benchmarks/safety.py --classifier-only --with fresh5 --with fresh6   # add the blind sets as columns
 
-fresh5 and fresh6 were written blind by someone else for the second round of the learned layer. fresh5 is used only
-through aggregate figures (`--sweep`: recall and false-positive rate per candidate threshold, per-category counts)
-to choose the classifier's threshold; fresh6 is the final measure. No message, miss or false positive of fresh3-6
-is ever printed.
+fresh5 and fresh6 were written blind by someone else for the second round of the learned layer, fresh7 for the
+third. fresh5 is used only through aggregate figures (`--sweep`: recall and false-positive rate per candidate
+threshold, per-category counts) to choose the learned layer's threshold; fresh6 was the second round's final measure,
+fresh7 the third's. No message, miss or false positive of fresh3-7 is ever printed.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ FRESH2 = Path(__file__).with_name("safety_fresh2.jsonl")  # written after the se
 FRESH3 = Path(__file__).with_name("safety_fresh3.jsonl")  # written after the third round; measured once
 FRESH4 = Path(__file__).with_name("safety_fresh4.jsonl")  # written blind while the classifier was built; never tuned on
 FRESH5 = Path(__file__).with_name("safety_fresh5.jsonl")  # written blind; only its aggregates chose the threshold
-FRESH6 = Path(__file__).with_name("safety_fresh6.jsonl")  # written blind; the final measure, never tuned on
-BLIND = {"fresh3": FRESH3, "fresh4": FRESH4, "fresh5": FRESH5, "fresh6": FRESH6}
+FRESH6 = Path(__file__).with_name("safety_fresh6.jsonl")  # written blind; the second round's final measure
+FRESH7 = Path(__file__).with_name("safety_fresh7.jsonl")  # written blind; the third round's final measure
+BLIND = {"fresh3": FRESH3, "fresh4": FRESH4, "fresh5": FRESH5, "fresh6": FRESH6, "fresh7": FRESH7}
 UNSEEN = tuple(BLIND)  # never listed message by message: reading their misses would turn them into tuning data
 
 
@@ -88,8 +89,8 @@ def main() -> None:
     ap.add_argument("--rules-only", action="store_true", help="skip the embedding layers")
     ap.add_argument("--classifier-only", action="store_true", help="skip the nearest-example layer's table")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the embedding layer")
-    ap.add_argument("--with", dest="extra", action="append", default=[], choices=["fresh5", "fresh6"],
-                    help="add a blind set as a column (fresh6: only for the final measurement)")
+    ap.add_argument("--with", dest="extra", action="append", default=[], choices=["fresh5", "fresh6", "fresh7"],
+                    help="add a blind set as a column (fresh7: only for the final measurement)")
     ap.add_argument("--sweep", choices=["tuned", "fresh5"],
                     help="only print recall / FPR of rules + classifier per threshold on this set (no messages); "
                          "fresh5 is the set the threshold is chosen on, tuned = safety_set + fresh + fresh2")
@@ -166,14 +167,14 @@ def classifier_tables(columns: dict[str, list[dict]], args) -> None:
     _misses(args, both)
 
 
-def sweep(rows: list[dict], name: str, thresholds: list[float] | None = None) -> str:
+def sweep(rows: list[dict], name: str, thresholds: list[float] | None = None, layer=None) -> str:
     """Rules + classifier on one set at many classifier thresholds: aggregate figures only (recall, false-positive
     rate, per-category counts), never a message. Each message is scored once: a rule match is a crisis at every
     threshold; otherwise its classifier score (worst window) is compared with each threshold."""
     from bot.safety import classifier
     from bot.safety.screen import SCREEN_CHARS
 
-    layer = classifier.default()
+    layer = layer or classifier.default()
     own = {r["text"] for r in classifier_training_rows()}
     scored = []  # (row, caught by a rule, classifier score)
     for r in rows:
@@ -185,7 +186,8 @@ def sweep(rows: list[dict], name: str, thresholds: list[float] | None = None) ->
             scored.append((r, False, layer.score(text)[0] if enough else 0.0))
     pos = [x for x in scored if x[0]["crisis"]]
     neg = [x for x in scored if not x[0]["crisis"]]
-    thresholds = thresholds or sorted({round(0.30 + 0.025 * i, 3) for i in range(27)} | {layer.threshold})
+    thresholds = thresholds or sorted({round(0.30 + 0.025 * i, 3) for i in range(27)}
+                                      | {round(0.95 + 0.005 * i, 3) for i in range(10)} | {layer.threshold})
     cats = {c: sum(r["category"] == c for r, _, _ in pos) for c in CATEGORIES}
     lines = [f"Sweep on {name}: {len(pos)} crises / {len(neg)} others; {sum(r['text'] in own for r, _, _ in scored)} "
              f"messages word for word in the training data; rules alone catch {sum(h for _, h, _ in pos)} crises and "
