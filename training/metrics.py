@@ -39,19 +39,29 @@ def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
 
 def distinct_n(texts: Iterable[str], n: int = 2) -> float:
     """Distinct n-grams / total n-grams, over all texts together (0.0 when there are no n-grams)."""
+    return distinct_of_words((words(t) for t in texts), n)
+
+
+def repeated_ngram_rate(texts: Iterable[str], n: int = 3) -> float:
+    """Share of n-grams that repeat an n-gram seen earlier in the SAME text, pooled over texts."""
+    return repeated_of_words((words(t) for t in texts), n)
+
+
+def distinct_of_words(word_lists: Iterable[Sequence[str]], n: int = 2) -> float:
+    """`distinct_n` on texts already split into words."""
     total, seen = 0, set()
-    for t in texts:
-        grams = ngrams(words(t), n)
+    for w in word_lists:
+        grams = ngrams(w, n)
         total += len(grams)
         seen.update(grams)
     return len(seen) / total if total else 0.0
 
 
-def repeated_ngram_rate(texts: Iterable[str], n: int = 3) -> float:
-    """Share of n-grams that repeat an n-gram seen earlier in the SAME text, pooled over texts."""
+def repeated_of_words(word_lists: Iterable[Sequence[str]], n: int = 3) -> float:
+    """`repeated_ngram_rate` on texts already split into words."""
     total = repeats = 0
-    for t in texts:
-        grams = ngrams(words(t), n)
+    for w in word_lists:
+        grams = ngrams(w, n)
         total += len(grams)
         repeats += len(grams) - len(set(grams))
     return repeats / total if total else 0.0
@@ -276,21 +286,11 @@ def reply_stats(text: str, similarity: float, truncated: bool = False,
 
 
 def _distinct(replies: Sequence[ReplyStats], n: int) -> float:
-    total, seen = 0, set()
-    for r in replies:
-        grams = ngrams(r.tokens, n)
-        total += len(grams)
-        seen.update(grams)
-    return len(seen) / total if total else 0.0
+    return distinct_of_words((r.tokens for r in replies), n)
 
 
 def _repeated(replies: Sequence[ReplyStats], n: int = 3) -> float:
-    total = repeats = 0
-    for r in replies:
-        grams = ngrams(r.tokens, n)
-        total += len(grams)
-        repeats += len(grams) - len(set(grams))
-    return repeats / total if total else 0.0
+    return repeated_of_words((r.tokens for r in replies), n)
 
 
 def _mean(values: Iterable[float]) -> float:
