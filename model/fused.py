@@ -118,25 +118,21 @@ def fuse_projections(model) -> int:
             mod.gate_up_proj = gate_up
             del mod.gate_proj, mod.up_proj
 
-            def mlp_forward(self, x, _mul=_silu_mul_for(mod)):
+            def mlp_forward(self, x, _mul=_act_mul(mod)):
                 g, u = self.gate_up_proj(x).chunk(2, -1)
-                return self.down_proj(_mul(self, g, u))
+                return self.down_proj(_mul(g, u))
 
             mod.forward = mlp_forward.__get__(mod)
     log.info("fused q/k/v and gate/up projections in %d layers", n)
     return n
 
 
-def _silu_mul_for(mlp):
+def _act_mul(mlp):
     """act(gate) * up for this MLP: the compiled SiLU kernel when fuse_small_ops ran (same arithmetic), else the
     module's own activation."""
-    def eager(self, g, u):
-        return self.act_fn(g) * u
-
     if getattr(getattr(mlp, "config", None), "hidden_act", None) == "silu" and "silu_mul" in _compiled:
-        fn = _compiled["silu_mul"]
-        return lambda self, g, u: fn(g, u)
-    return eager
+        return _compiled["silu_mul"]
+    return lambda g, u: mlp.act_fn(g) * u
 
 
 def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout: float = 0.0, **kwargs):
