@@ -91,10 +91,24 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the embedding layer")
     ap.add_argument("--with", dest="extra", action="append", default=[], choices=["fresh5", "fresh6", "fresh7"],
                     help="add a blind set as a column (fresh7: only for the final measurement)")
+    ap.add_argument("--loso", action="store_true",
+                    help="leave one set out: for each of fresh4-7, fit the learned layer on every other labelled "
+                         "message and measure rules + layer on the held-out set (per fold, mean and worst)")
+    ap.add_argument("--loso-before", action="store_true",
+                    help="with --loso: fit each fold only on the third round's training data (train.jsonl, "
+                         "safety_set, fresh, fresh2), as the screen was before round 4")
+    ap.add_argument("--threshold", type=float, help="with --loso: the threshold for the per-fold table and misses "
+                                                     "(default: the shipped one)")
     ap.add_argument("--sweep", choices=["tuned", "fresh5"],
                     help="only print recall / FPR of rules + classifier per threshold on this set (no messages); "
                          "fresh5 is the set the threshold is chosen on, tuned = safety_set + fresh + fresh2")
     args = ap.parse_args()
+    if args.loso:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        print(loso_report(args.threshold, before=args.loso_before, misses=args.misses))
+        return
     if args.sweep:
         import torch
 
@@ -200,6 +214,77 @@ def sweep(rows: list[dict], name: str, thresholds: list[float] | None = None, la
         per = " ".join(f"{sum(r['category'] == c for r in caught):>7}/{cats[c]:<4}" for c in CATEGORIES)
         lines.append(f"{t:>9.4f} {len(caught) / max(1, len(pos)):>7.3f} {fp / max(1, len(neg)):>6.3f} "
                      f"{len(caught):>7} {fp:>7}  {per}" + ("   <- shipped" if t == layer.threshold else ""))
+    return "\n".join(lines)
+
+
+def loso_scored(before: bool = False, setting=None) -> dict[str, list[tuple[dict, bool, float, str]]]:
+    """Leave-one-set-out scores (bot.safety.fit.loso) with the rules applied: per held-out set,
+    (row, caught by a rule, classifier score, category)."""
+    from bot.safety import fit
+    from bot.safety.screen import SCREEN_CHARS
+
+    only = ("train", "set", "fresh", "fresh2") if before else None
+    folds = fit.loso(fit.Vectors(), setting or fit.SETTING, only=only)
+    out = {}
+    for name, scored in folds.items():
+        out[name] = []
+        for r, s, cat in scored:
+            text = r["text"][:SCREEN_CHARS]
+            rule = screen_rules(text)
+            enough = sum(c.isalpha() for c in text) >= 3
+            out[name].append((r, rule.crisis, s if enough else 0.0, rule.category if rule.crisis else cat))
+    return out
+
+
+def loso_figures(scored: dict[str, list], threshold: float) -> dict[str, tuple[float, float]]:
+    """Per fold (recall, FPR) of rules + classifier at one threshold, plus "mean" and "worst"."""
+    out = {}
+    for name, rows in scored.items():
+        pos = [h or s >= threshold for r, h, s, _ in rows if r["crisis"]]
+        neg = [h or s >= threshold for r, h, s, _ in rows if not r["crisis"]]
+        out[name] = (sum(pos) / max(1, len(pos)), sum(neg) / max(1, len(neg)))
+    folds = list(out.values())
+    out["mean"] = (sum(r for r, _ in folds) / len(folds), sum(f for _, f in folds) / len(folds))
+    out["worst"] = (min(r for r, _ in folds), max(f for _, f in folds))
+    return out
+
+
+def loso_report(threshold: float | None = None, before: bool = False, misses: bool = False,
+                thresholds: list[float] | None = None) -> str:
+    """The leave-one-set-out table: a threshold sweep (recall / FPR per fold, mean and worst), per-category counts at
+    `threshold` and, with `misses`, every missed crisis and false positive of each fold (these sets are training
+    data since round 4, so they may be read)."""
+    from bot.safety import classifier
+
+    threshold = threshold if threshold is not None else classifier.load_weights()["threshold"]
+    scored = loso_scored(before)
+    names = list(scored)
+    thresholds = sorted(set(thresholds or [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.875, 0.9, 0.925, 0.95, 0.97, 0.98])
+                        | {threshold})
+    lines = [f"Leave one set out ({'fitted on the third round data only' if before else 'fitted on all other sets'}): "
+             "rules + classifier, recall / FPR per held-out set",
+             f"{'threshold':>9}  " + "".join(f"{n:>14}" for n in names) + f"{'mean':>14}{'worst':>14}"]
+    for t in thresholds:
+        fig = loso_figures(scored, t)
+        lines.append(f"{t:>9.3f}  " + "".join(f"{fig[n][0]:>7.3f}/{fig[n][1]:.3f}" for n in names + ["mean", "worst"])
+                     + ("  <-" if t == threshold else ""))
+    lines.append(f"\nAt {threshold}: per category (caught/crises), rules alone, right category")
+    for name in names:
+        rows = scored[name]
+        pos = [(r, h, s, c) for r, h, s, c in rows if r["crisis"]]
+        per = " ".join(f"{cat[:8]} {sum(h or s >= threshold for r, h, s, _ in pos if r['category'] == cat)}/"
+                       f"{sum(r['category'] == cat for r, *_ in pos)}" for cat in CATEGORIES)
+        rules = sum(h for _, h, _, _ in pos) / max(1, len(pos))
+        right = sum((h or s >= threshold) and c == r["category"] for r, h, s, c in pos) / max(1, len(pos))
+        lines.append(f"  {name:7} {per}  rules {rules:.3f}  right category {right:.3f}")
+    if misses:
+        for name in names:
+            for r, h, s, c in scored[name]:
+                hit = h or s >= threshold
+                if r["crisis"] and not hit:
+                    lines.append(f"MISSED  [{name}] {s:.3f} ({r['category']}) {r['text']}")
+                elif not r["crisis"] and hit:
+                    lines.append(f"FALSE+  [{name}] {'rule' if h else f'{s:.3f}'} ({c}) {r['text']}")
     return "\n".join(lines)
 
 

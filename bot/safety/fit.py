@@ -37,7 +37,11 @@ from bot.safety.classifier import LABELS, WEIGHTS, Lexicon, features, grams, spl
 HERE = Path(__file__).resolve().parent
 TRAIN = HERE / "train.jsonl"
 BENCH = HERE.parents[1] / "benchmarks"
-TUNED_SETS = ("safety_set.jsonl", "safety_fresh.jsonl", "safety_fresh2.jsonl")
+# Every labelled set in the repo (round 4: the sets once kept blind, fresh3-7, are training data too; a new blind set
+# is written outside the repo). The held-out estimate is leave-one-set-out (`loso`, benchmarks/safety.py --loso).
+TUNED_SETS = ("safety_set.jsonl", "safety_fresh.jsonl", "safety_fresh2.jsonl", "safety_fresh3.jsonl",
+              "safety_fresh4.jsonl", "safety_fresh5.jsonl", "safety_fresh6.jsonl", "safety_fresh7.jsonl")
+LOSO_SETS = ("fresh4", "fresh5", "fresh6", "fresh7")  # each written by a different writer
 CACHE = Path.home() / ".cache" / "counsel-bot" / "safety-fit-vectors.pt"
 FOLDS = 5
 TARGET_FPR = 0.04  # out of fold; the rules add a little, and the product target is 0.05
@@ -67,11 +71,21 @@ def load(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def load_all(train: Path = TRAIN) -> list[dict]:
-    rows = load(train)
+def load_sets(train: Path = TRAIN) -> dict[str, list[dict]]:
+    """Each labelled set by short name ("train", "set", "fresh", "fresh2", ..., "fresh7")."""
+    sets = {"train": load(train)}
     for name in TUNED_SETS:
         if (BENCH / name).exists():
-            rows += load(BENCH / name)
+            sets[name.removesuffix(".jsonl").replace("safety_", "")] = load(BENCH / name)
+    return sets
+
+
+def load_all(train: Path = TRAIN, leave_out: str | None = None, only: tuple[str, ...] | None = None) -> list[dict]:
+    """Every labelled message once (first occurrence wins); `leave_out`: without that set's messages (and without
+    any message of another set that is word for word one of them); `only`: just these sets."""
+    sets = load_sets(train)
+    held = {r["text"] for r in sets.pop(leave_out, [])}
+    rows = [r for name, rows in sets.items() if only is None or name in only for r in rows if r["text"] not in held]
     seen, out = set(), []
     for r in rows:
         if r["text"] not in seen:
@@ -225,6 +239,19 @@ def fit(rows: list[dict], store: Vectors, setting: Setting = SETTING) -> dict:
         "lexicon": {"weight": setting.words, "vocab": model.vocab, "idf": model.idf},
         "W_words": {g: [round(float(x), 6) for x in model.W[:, 384 + j]] for j, g in enumerate(model.vocab)},
     }
+
+
+def loso(store: Vectors, setting: Setting = SETTING, held_sets: tuple[str, ...] = LOSO_SETS,
+         only: tuple[str, ...] | None = None) -> dict[str, list[tuple[dict, float, str]]]:
+    """Leave one set out: for each held-out set (each written by a different writer), fit on every other labelled
+    message (`only`: just these sets) and score the held-out set as at runtime. Per set: (row, score, category)."""
+    sets = load_sets()
+    out = {}
+    for name in held_sets:
+        model = Model(load_all(leave_out=name, only=only), store, setting)
+        scores, preds = model.scores([r["text"] for r in sets[name]])
+        out[name] = [(r, s, LABELS[p]) for r, s, p in zip(sets[name], scores, preds)]
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
