@@ -5,8 +5,9 @@
 
 Top to bottom:
 1. Load the labelled messages: `train.jsonl` (written for this layer: five crisis categories, many hard negatives)
-   and the benchmark's tuned sets (`safety_set`, `safety_fresh`, `safety_fresh2`). Never `safety_fresh3`-`6`:
-   those stay unseen, the honest measures.
+   and every labelled set of the benchmark (`safety_set`, `safety_fresh`, `safety_fresh2`-`7`; since round 4 the
+   once-blind sets are training data too, and the honest estimate is leave-one-set-out, `loso` below and
+   `benchmarks/safety.py --loso`).
 2. Prepare each message as at runtime (`classifier.split_windows`) and embed it once with MiniLM (cached in
    ~/.cache/counsel-bot while the texts are unchanged).
 3. Five folds split by a hash of the text: fit on four, score the fifth exactly as at runtime (worst window).

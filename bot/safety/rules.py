@@ -26,10 +26,16 @@ _HEIGHT = r"(bridge|roof|rooftop|building|garage|cliff|balcony|ledge|tower|overp
 _PILLS = (r"(pills|tablets|meds|medication|medicine|tylenol|paracetamol|acetaminophen|ibuprofen|sleeping pills|"
           r"xanax|painkillers|capsules|insulin|antidepressants)")
 
+# Medicines people stockpile, by name (a few common ones; "pills", "meds" are in _PILLS).
+_DRUGS = (r"(oxycodone|oxy|oxys|codeine|tramadol|morphine|fentanyl|hydrocodone|vicodin|percocet|sertraline|zoloft|"
+          r"fluoxetine|prozac|citalopram|escitalopram|lexapro|amitriptyline|quetiapine|seroquel|lithium|zopiclone|"
+          r"diazepam|valium|lorazepam|ativan|klonopin|clonazepam|benzos|opioids|painkillers|sleeping pills|pills|meds|"
+          r"tablets|insulin|tylenol|paracetamol|acetaminophen)")
+
 RULES: dict[str, list[tuple[str, str]]] = {
     "medical_emergency": [
         ("took_many_pills", rf"\b(took|taken|swallowed|ate|downed|have taken|i've taken) (?:\w+ ){{0,3}}(\d+|a lot of|too "
-                            rf"many|all (?:of )?(?:my|the|his|her)|an? (?:whole )?(?:bottle|pack|box|handful|strip) of|a "
+                            rf"many|all (?:of )?(?:my|the|his|her)|(?:an?|the) (?:whole |entire )?(?:bottle|pack|box|handful|strip) of|a "
                             rf"bunch of|loads of|lots of|half a bottle of)\b.{{0,30}}\b{_PILLS}"),
         ("turning_blue", r"\b(turning|turned|going|lips are) (blue|grey|gray)\b|\btook too much\b.{0,40}\b(blue|breath\w*|"
                          r"wake|respond\w*|passed out|unconscious)\b"),
@@ -54,13 +60,29 @@ RULES: dict[str, list[tuple[str, str]]] = {
         ("airway", r"\b(lips|tongue|throat|face) (is |are )?swell\w*\b.{0,40}\b(breath\w*|swallow\w*)\b|\binhaler "
                    r"(isn't|is not|doesn't|not|won't) (work|help)\w*\b|\bchoking\b.{0,30}\bcan't (breathe|talk|speak|cough)\b"),
         ("blood_bone", r"\b(throwing up|vomiting|coughing up|puking) blood\b|\bbone (is )?(showing|sticking out|poking out)\b"),
+        ("barely_responding", r"\bbarely (responding|responsive|breathing|conscious)\b|\bon (the|her|his|their) floor\b"
+                              r".{0,60}\b(since last night|since yesterday|cold and|can't get up)\b"),
+        ("asthma", r"\basthma attack\b.{0,60}\b(won't stop|isn't stopping|not stopping|can barely|can't breathe|not "
+                   r"working|isn't working|used it \d+)\b"),
+        ("bite_sting", r"\b(snake|rattlesnake|viper|adder|scorpion|black widow|brown recluse)\b.{0,15}\bbit\w* (me|him|her|"
+                       r"us|my \w+)\b|\bbitten by a (snake|rattlesnake|viper|adder)\b"),
+        ("headache", r"\bworst headache of my life\b|\bthunderclap headache\b|\bheadache\b.{0,60}\b(stiff neck|neck is "
+                     r"stiff)\b"),
+        ("blood_sugar", r"\b(blood sugar|sugar|glucose|bg)\b.{0,40}\b(shaking|can't think|confused|passing out|slurring)\b"),
         ("stroke_seizure", r"\b(i'm having|is having|i think i'm having|just had) a (seizure|stroke|heart attack)\b"),
         ("lang_es", rf"\b(tome|me tome|se tomo) (muchas|demasiadas|todas las|un frasco de) (pastillas|pildoras)\b|"
-                    r"\b(tome|tuve) una sobredosis\b"),
+                    r"\b(tome|tuve) una sobredosis\b|\b(tome|me tome|se tomo|trague) (un|el|una|la) (frasco|caja|"
+                    r"botella) (entero |entera )?de\b|\bno (puedo|puede|podemos) respirar\b|\bdolor (muy )?(fuerte )?en el "
+                    r"pecho\b|\b(esta|estoy|esta) convulsionando\b|\btiene (una )?convulsiones\b"),
         ("lang_fr", r"\bj'ai (pris|avale) trop de (medicaments|cachets|pilules|comprimes)\b|\bj'ai fait une (overdose|"
-                    r"surdose)\b"),
-        ("lang_de", r"\bzu viele (tabletten|pillen|medikamente) (genommen|geschluckt)\b|\buberdosis genommen\b"),
-        ("lang_pt", r"\btomei (muitos|muitas|todos os|todas as) (comprimidos|remedios|pilulas)\b"),
+                    r"surdose)\b|\bj'ai (pris|avale) (toute|tout|toutes) (la|le|les) (boite|flacon|plaquette|comprimes|"
+                    r"pilules|medicaments)\b|\b(je|il|elle) ne (peux|peut) (pas|plus) respirer\b|\b(mange|avale) des "
+                    r"champignons\b.{0,60}\b(vomit|pale|convuls|respire)\w*|\bdouleur (\w+ )?(a|dans) la poitrine\b.{0,40}"
+                    r"\b(respirer|bras)\b"),
+        ("lang_de", r"\bzu viele (tabletten|pillen|medikamente) (genommen|geschluckt)\b|\buberdosis genommen\b|"
+                    r"\bkann (nicht|kaum) (mehr )?atmen\b|\bkrampfanfall\b"),
+        ("lang_pt", r"\btomei (muitos|muitas|todos os|todas as) (comprimidos|remedios|pilulas)\b|\bnao (consigo|"
+                    r"consegue) respirar\b"),
         ("lang_it", r"\bho preso troppe (pillole|pastiglie|compresse)\b"),
     ],
     "suicide": [
@@ -68,11 +90,14 @@ RULES: dict[str, list[tuple[str, str]]] = {
                         r"life|my life)\b(?! back)"),
         ("want_to_die", r"\b(want|wanted|wanting|going|plan|planning|ready|need|deserve|trying|try|about) to (die|kill "
                         r"myself|end it(?: all)?|end my life|not exist|be dead|unalive|disappear forever|stop existing)\b"),
+        ("going_to_od", r"\b(going|gonna|want|wanna|plan|planning|about|ready) to (overdose|od)\b(?! on (?!(?:my|the|"
+                        r"all|his|her|pills|meds|tablets)\b))"),
         ("rather_dead", r"\b(i'd|i would|i'll|i) rather (be dead|die|not (?:be alive|exist|wake up))\b(?! than (?:sing|go|do|eat|"
                         r"watch|listen|work|talk|be seen))|\b(hang|hanging|hanged|drown|drowning|shoot|shooting|poison|"
                         r"poisoning|overdose|overdosing|suffocate) myself\b|\b(search\w*|googl\w*|look\w* up|research\w*) "
                         r"(for )?(ways|how|methods) to (die|kill myself|end it|end my life)\b"),
-        ("wish_dead", r"\bwish (i was|i were|i'd|i could) (dead|never born|die|disappear forever|not wake up)\b"),
+        ("wish_dead", r"\bwish (i was|i were|i'd|i could) (dead|never born|die|disappear forever|not wake up)\b|\bwish "
+                      r"(a|the|some) (bus|car|truck|train|drunk driver) would (hit|run over|kill) me\b"),
         ("dont_want_to_live", r"\b(don't|do not|no longer|not) (really )?want to (live|be alive|be here anymore|exist|"
                               r"wake up|go on|keep living|keep going)\b"),
         ("no_point", r"\b(no|don't see (?:the|any)|there's no|what's the) (reason|point) (to|in|of) (live|living|go on|"
@@ -95,7 +120,7 @@ RULES: dict[str, list[tuple[str, str]]] = {
                            r"\bmake it through (the|this|tonight) ?(night)?\b.{0,20}$|\bdon't think i'll make it\b|"
                            r"\b(life|living|my life) (isn't|is not|ain't|no longer) worth (living|it)\b|\b(nobody|no one) "
                            r"(will|would|is going to) (miss|care about|notice) me\b|\b(in front of|under) (a|the) (train|bus|"
-                           r"truck|car)\b|\boverdos\w* on\b|\bi'm ending it\b|\bstop breathing\b.{0,5}$|\bwant(s)? to (just )?"
+                           r"truck|car)\b|\boverdos\w* on\b(?! (chocolate|candy|sugar|caffeine|coffee|netflix|tv|anime|sweets|cake|carbs|pizza)\b)|\bi'm ending it\b|\bstop breathing\b.{0,5}$|\bwant(s)? to (just )?"
                            r"stop breathing\b|\btrain tracks\b"),
         ("means_pills", rf"\b(sav(?:ed|ing) up|stockpil\w*|hoard\w*|collect(?:ed|ing)|sav(?:ed|ing)) (my |all my |"
                         rf"enough |up enough )?{_PILLS}|\bhow many\b.{{0,40}}\b{_PILLS}\b.{{0,40}}\b(die|kill|lethal|"
@@ -134,13 +159,49 @@ RULES: dict[str, list[tuple[str, str]]] = {
                          rf"myself\b.{{0,30}}\b{_HEIGHT}\b"),
         ("kys_self", r"\b(i should|i'll|i will|might as well|i'm going to|i want to|i'm about to|about to) (just )?kys\b|"
                      r"\bkys\b.{0,80}\b(going to do it|i'll do it|will do it|might do it|do it tonight|i should)\b"),
-        ("lang_es", r"\bquiero morir(me)?\b|\b(me quiero|me voy a|voy a|quiero) (matar(?:me)?|suicidar(?:me)?)\b|"
+        ("slang", r"\bctb\b|\bsewer ?slide\b"),
+        ("plan_date", r"\b(i have|i've got|i've made|i made|got) (a|the|my) plan and (a|the) (date|time|place|method)\b|"
+                      r"\bgo(ing)? through with it\b.{0,40}\b(tonight|today|tomorrow|this weekend)\b|\b(tonight|today|"
+                      r"tomorrow)('s| is)? the (night|day)\b.{0,40}\bgo through with it\b|\bfinally go(ing)? through with "
+                      r"it\b|\bif tonight('s| is) the night\b|\bdon't plan on (seeing|being around|making it to|living to|"
+                      r"turning)\b|\b(wouldn't|won't|not going to) (make it|live) past (\d+|thirty|forty|fifty|twenty\w*|my "
+                      r"\w+ birthday|this year)\b"),
+        ("after_gone", r"\b(after|once) i'm gone\b(?! (?:on|for|to|from|at|away))|\b(good homes?|taken care of|looked "
+                       r"after)\b.{0,30}\bbefore i go\b|\bwon't be (anyone's|a|your|everyone's) (problem|burden)\b.{0,20}"
+                       r"\b(much longer|for long|anymore|soon)\b|\bdon't worry about me (after|from) (today|tonight|"
+                       r"tomorrow)\b|\blog(ging)? off for good\b"),
+        ("sleep_forever", r"\b(i|i just|just) (want|wanna|wish i could|need) to sleep forever\b|\bnever (have to )?(open "
+                          r"my eyes|wake up) again\b"),
+        ("means_ask", r"\bhow (high|far|tall)\b.{0,40}\b(fall|drop|jump)\b.{0,40}\b(sure|die|fatal|survive|kill|"
+                      r"certain)\b|\b(googl\w*|search\w*|research\w*|look\w* up|reading about)\b.{0,15}\b(painless|"
+                      r"reliable|quick|easy) (ways|methods)\b(?! to (?!die|end|go|kill)\w+)|\b(what's|what is) the (most "
+                      r"reliable|surest|most painless|least painful|quickest) way\s*[.?!]|\b(take|taking|swallow|"
+                      r"swallowing) (the |a )?(whole|entire) (bottle|box|pack|packet)\b"),
+        ("stockpile", rf"\b(stockpil\w*|hoard\w*|sav(?:ed|ing) up|been saving|sav(?:e|ing) (?:up )?my) (?:my |all my |"
+                      rf"up )?{_DRUGS}\b"),
+        ("voices", r"\bvoices?\b.{0,30}\b(tell|telling|say|says|saying|told) (me )?(i should|to|that i should) (jump|die|"
+                   r"kill myself|end it|hurt myself|do it)\b"),
+        ("goodbye_silence", r"\b(goodbye|thank you for everything)\b.{0,120}\b(won't|isn't|not|doesn't|stopped) "
+                            r"(answer\w*|pick\w* up|respond\w*|reply\w*)\b"),
+        ("insurance", r"\b(life insurance|the policy|insurance policy)\b.{0,150}\b(it's been (two|2) years|i checked|"
+                      r"been thinking about (that|it)|worth more dead|than i (ever )?could)\b"),
+        ("given_away", r"\b(gave|giving|given) (away )?(my|all my) (\w+ ){0,2}(to (my|the|a) (\w+ )?\w+|away)\b.{0,80}"
+                       r"\b(before i go|good homes?|won't need|say bye|goodbye|deleted my)\b|\bgiving (away )?(all )?my "
+                       r"(stuff|things|belongings)( away)?\b"),
+        ("ending_everything", r"\b(thinking|think|thought) (about|of) (ending (everything|it all|my life)|killing myself)\b|"
+                              r"\b(going to|gonna|will|i'll) walk into the (sea|ocean|lake|river|water)\b"),
+        ("lang_es", r"\bquiero morir(me)?\b|\b(termino|acabo|terminar|acabar) con todo\b(?! el| lo| la| mi)|\besta "
+                    r"noche es la noche\b|\btengo las pastillas (guardadas|listas)\b|\bcartas (de despedida|para mis "
+                    r"hijos)\b|\b(me quiero|me voy a|voy a|quiero) (matar(?:me)?|suicidar(?:me)?)\b|"
                     r"\b(matarme|suicidarme|quitarme la vida)\b|\bno quiero (seguir )?vivir\b"),
         ("lang_fr", r"\b(je veux|j'ai envie de|envie de) (mourir|me suicider|me tuer|en finir)\b|\bme suicider\b|"
+                    r"\bme jeter (sous|du haut|d'un|par la)\b|\blettre d'adieu\b|"
                     r"\bje pense (au suicide|a me suicider|a mourir|a me tuer)\b|"
                     r"\bje vais me tuer\b|\bje (ne )?veux plus vivre\b"),
         ("lang_de", r"\bich will sterben\b|\b(mich|mir) (umbringen|toten|das leben nehmen)\b|\b(will|mochte|kann) nicht mehr leben\b|"
-                    r"\bselbstmord (begehen|machen)\b|\bdenke (daran|dran),? mich umzubringen\b|\bmich umzubringen\b"),
+                    r"\bselbstmord (begehen|machen)\b|\bdenke (daran|dran),? mich umzubringen\b|\bmich umzubringen\b|"
+                    r"\babschiedsbrief\b|\bich wei(ss|ß) (schon|genau),? wie ich es mache\b|\bwo und wann\b"),
+        ("lang_nl", r"\bik wil (dood|niet meer leven)\b|\bzelfmoord (plegen|denk)\b"),
         ("lang_pt", r"\bquero morrer\b|\b(quero|vou|penso em|vontade de) (me matar|me suicidar)\b|"
                     r"\bnao quero mais viver\b"),
         ("lang_it", r"\bvoglio morire\b|\b(uccidermi|ammazzarmi|suicidarmi|togliermi la vita)\b|"
@@ -159,14 +220,20 @@ RULES: dict[str, list[tuple[str, str]]] = {
         ("shook_baby", r"\b(i )?(shook|shake|shaking) (the|my|our) baby\b(?!'s| rattle| bottle| formula| toy)"),
         ("shoot_up", r"\bshoot(ing)? up (my |the |a |our )?(school|office|work|class|mall|church|place|campus)\b"),
         ("make_pay", r"\bmake (them|him|her|everyone) (all )?pay\b.{0,80}\b(hurt|kill|plan|gun|knife)\w*"),
+        ("list_names", r"\b(i have|i've got|i made|made|keeping|keep) a list of (names|people)\b(?!.{0,40}\b(invite|"
+                       r"guest|party|wedding|christmas|thank|card))"),
+        ("smother", r"\b(smother|smothering|suffocat\w*) (the|my|our) (baby|newborn|infant|son|daughter|kid)\b"),
+        ("armed_waiting", r"\b(weapons?|guns?|ammo|ammunition|knife|tire iron|bat|crowbar|machete)\b.{0,120}\b(get what "
+                          r"(they|he|she) deserves?|will be sorry|waiting for (him|her|them)( to come out)?)\b|\bwaiting "
+                          r"for (him|her|them) (to come out|outside)\b.{0,80}\b(tire iron|bat|knife|gun|crowbar)\b"),
         ("lang_es", r"\bvoy a (matarlo|matarla|matarlos|matarte|matar a)\b|\b(quiero|voy a) (matarlo|matarla)\b"),
-        ("lang_fr", r"\bje (vais|veux) (le|la|les|te) tuer\b"),
+        ("lang_fr", r"\bje (vais|veux) (le|la|les|te) tuer\b|\bne se relevera (pas|plus|jamais)\b"),
         ("lang_de", r"\bich (bringe|werde) (ihn|sie|dich) (\w+ )?(um|umbringen|toten)\b"),
         ("lang_pt", r"\bvou (mata-lo|mata-la|matar ele|matar ela)\b"),
         ("lang_it", r"\b(lo|la) (ammazzo|uccido)\b|\bvoglio (ucciderlo|ucciderla|ammazzarlo)\b"),
     ],
     "abuse": [
-        ("hurts_me", rf"{_AGENT} (?!never |doesn't |don't |won't |didn't |wouldn't )(?:\w+ ){{0,2}}{_ABUSE_VERB} me\b(?! out)|{_AGENT} (?:\w+ ){{0,2}}push(?:es|ed) me "
+        ("hurts_me", rf"{_AGENT} (?!never |doesn't |don't |won't |didn't |wouldn't )(?:\w+ ){{0,2}}{_ABUSE_VERB} (me|us)\b(?! out)|{_AGENT} (?:\w+ ){{0,2}}push(?:es|ed) me "
                      r"(down|into|against|off|over|to the (?:ground|floor))\b"),
         ("threat", r"\bthreat\w* to (kill|hurt|beat|hit|burn) me\b|\b(says|said|told me|swears|swore) (he|she|they)('ll| will|"
                    r" would|'d| is going to| are going to) (kill|hurt|beat|hit|burn) me\b|\b(afraid|scared|terrified|fear)\b.{0,40}\b(will|'ll|"
@@ -188,8 +255,28 @@ RULES: dict[str, list[tuple[str, str]]] = {
         ("control", r"\bwon't let me (leave|go out|see my|talk to|eat|sleep)\b|\b(took|takes|controls|smashed) my "
                     r"(phone|money|passport|keys)\b.{0,40}\b(won't|can't|locked|let me)\b|\bwon't let me leave\b|\b(holds|kept|keeps|"
                     r"took|has taken|hid|hides) my passport\b.{0,60}\b(owe|leave|marry|can't|won't)\b"),
-        ("lang_es", r"\bme (pega|golpea|maltrata|viola|violo|pegan)\b"),
-        ("lang_fr", r"\bme (frappe|bat|viole|maltraite|frappent)\b"),
+        ("said_no", r"\bi said no and (he|she|they) (didn't|did not|wouldn't|would not|kept going|still)\b|\b(he|she|"
+                    r"they) (didn't|wouldn't) stop when i (said no|told (him|her|them) to stop)\b"),
+        ("pictures", r"\b(makes|made|wants|asks|asked|forces|forced) (me|her|him) (to )?(send|take)( him| her| them)? "
+                     r"(pics|pictures|photos|nudes|naked)\b|\btakes (pictures|photos|pics) of (me|her|him)\b.{0,40}"
+                     r"\b(change|changing|naked|undress\w*|shower\w*)|\b(change|changing|undress\w*)\b.{0,60}\btakes "
+                     r"(pictures|photos|pics) of (me|her|him)\b"),
+        ("special_secret", r"\b(our|a) '?special (friendship|relationship|secret|game)'?\b.{0,60}\b(secret|can't tell|"
+                           r"don't tell|not tell)\b"),
+        ("in_danger_now", r"\b(screaming|yelling|banging|pounding)\b.{0,80}\b(under the bed|hiding in)\b|\b(throwing|threw)"
+                          r" (rocks|bricks|stones) at (the|my|our) (window|windows|door|house)\b|\b(stop|no) (daddy|"
+                          r"mommy|dad|mom|mum)\b.{0,15}\bplease\b"),
+        ("neglect_control", r"\b(don't|doesn't|won't|refuse to|stopped) (feed|feeding) (me|us)\b|\b(hid|hides|took|takes"
+                            r"|broke) my (wheelchair|walker|cane|crutches|hearing aids?)\b|\b(carer|caregiver|caretaker)"
+                            r"\b.{0,60}\b(took|takes|steals|stole|hits|screams at|yells at)\b"),
+        ("partner_hit", rf"\b(husband|boyfriend|wife|girlfriend|partner|dad|father|stepdad|stepfather|mom|mother)('s)?( \w+)"
+                        r"{0,2} (hit|beat|punched|choked|strangled|kicked) (her|him|them)\b(?! back).{0,20}\b(so hard|"
+                        r"yesterday|last night|tonight|today|again|this morning)\b"),
+        ("lang_es", r"\bme (pega|golpea|maltrata|viola|violo|pegan)\b|\b(padrastro|padre|tio|abuelo|profesor|"
+                    r"entrenador|novio|esposo|marido)\b.{0,30}\bme (toca|manosea)\b"),
+        ("lang_nl", r"\b(slaat|schopt|mishandelt) (me|mij)\b"),
+        ("lang_fr", r"\bme (frappe|bat|viole|maltraite|frappent|menace)\b|\bm'a (agresse\w*|frappe\w*|viole\w*)\b|"
+                    r"\bagresse\w* sexuellement\b"),
         ("lang_de", r"\b(schlagt|verprugelt|missbraucht|vergewaltigt) mich\b"),
         ("lang_pt", r"\bme (bate|espanca|agride|estuprou|batem)\b"),
         ("lang_it", r"\bmi (picchia|picchiano|violenta|maltratta|ha violentata)\b"),
@@ -213,10 +300,17 @@ RULES: dict[str, list[tuple[str, str]]] = {
                        r"something|as (a )?punishment|because i deserve)"),
         ("until_bleed", r"\b(scratch|scratching|cutting|picking|hitting|biting|bang|banging|punch|punching)\b.{0,30}\buntil (they|it|i|my \w+) "
                         r"bleeds?\b"),
-        ("lang_es", r"\bme (corto|lastimo|hago dano)\b|\bme estoy (cortando|lastimando|haciendo dano)\b|\bautolesion\w*\b"),
+        ("wounds", r"\b(reopen\w*|re-open\w*) (my |the )?(old )?(scars|cuts|wounds)\b|\b(i have|i've got|got|with) "
+                   r"(fresh|new) (cuts|scars|burns)\b|\b(i've|i have|i) (already )?cut (myself )?(again|twice|\d+ times|"
+                   r"three times|tonight|today)\b|\bscratch\w* my (legs|arms|skin|wrists?|thighs?) (raw|until|till)\b|"
+                   r"\b(on|to|into) my (wrist|wrists|arm|arms|thigh|thighs)\b.{0,30}\b(not deep|isn't deep|didn't go deep)"
+                   r"|\b(the only thing that helps is|i need|reaching for) the (razor|blade)\b|\b(starving and cutting|"
+                   r"cutting and starving)\b"),
+        ("lang_es", r"\bme (corto|lastimo|hago dano)\b|\bme estoy (cortando|lastimando|haciendo dano|quemando)\b|\bautolesion\w*\b"),
         ("lang_fr", r"\bje me (scarifie|coupe|mutile|fais du mal)\b|\bme scarifier\b"),
-        ("lang_de", r"\b(ich )?ritze mich\b|\bmich ritzen\b|\bich verletze mich\b"),
-        ("lang_pt", r"\b(eu )?me (corto|machuco|automutilo)\b|\bme cortar\b|\bautomutila\w*\b"),
+        ("lang_de", r"\b(ich )?ritze mich\b|\bmich ritzen\b|\bich verletze mich\b|\bich will mich (\w+ ){0,3}"
+                    r"verletzen\b"),
+        ("lang_pt", r"\b(eu )?me (corto|machuco|automutilo)\b|\b(to|estou|tou) me (cortando|machucando)\b|\bme cortar\b|\bautomutila\w*\b"),
         ("lang_it", r"\bmi (taglio|faccio del male|ferisco)\b|\bautolesionis\w*\b"),
     ],
 }

@@ -112,6 +112,18 @@ _NOT_CRISIS = [re.compile(p) for p in (
     r"\bhit me with (a|the|her|his|their) (pillow|snowball|ball|water balloon|cushion|sock)\b",
     r"\bcan't breathe (through|out of) my nose\b",
     r"\b(my|last) (message|post)s? (before|until) (i|we) (go|head|leave|log)\b",
+    # quoted lyrics or lines discussed as such, a slang word asked about, a petty grievance, a bored "if I have to ..."
+    r"['\"][^'\"]{3,120}['\"](?=[^.?!]{0,80}\b(song|lyrics?|version|cover|album|band|line from|quote)\b)",
+    r"\bwhat (does|do|is) ['\"]?(kill myself|kys|ctb|unalive|sewer slide)['\"]? (mean|stand for)\b",
+    r"\b(going to |gonna |i'll |i will |i'm going to )(kill|murder|strangle|throttle) (him|her|them|my \w+)\b(?=[^.!?]"
+    r"{0,60}\b(leftovers|snacks?|fries|pizza|cake|chocolate|charger|spoil\w*|ate my|drank my|finished my)\b)",
+    r"\bif i have to (\w+ ){0,6}(one more|another)\b[^.!?]{0,60}\b(i'm going to|i'll|i will|going to) (kill myself|walk "
+    r"into the (sea|ocean|lake)|jump off \w+ \w+)\b",
+    r"\b(why do people|people|they|you) (say|use|write|type) ['\"]?(sewer slide|ctb|unalive|kill myself)\b",
+    r"\bintrusive thoughts? (about|of) (pushing|hurting|stabbing|harming) (someone|people|others|strangers|my \w+)\b[^.!?]*",
+    r"\bnot (actually |really )?(jumping|going to jump) off\b",
+    r"\bgiving (away )?(all )?my (stuff|things|belongings|clothes)( away)?\b(?=.{0,60}\b(mov\w*|declutter\w*|downsiz\w*|"
+    r"donat\w*|charity|garage sale|minimalis\w*)\b)",
     r"\bwon't be (here|around)\b.{0,25}\b(i'm|we're|because|as|since) (moving|transferring|travell?ing|going (to|away)|"
     r"away|on holiday|at)\b",
 )]
@@ -130,8 +142,13 @@ _ACCIDENT = re.compile(r"\b(on the (stove|oven|iron|pan|grill|kettle)|by acciden
 _ON_PURPOSE = re.compile(r"\bon purpose\b|\bto feel\b|\bdeserve\b")
 # Something that was and is over: a past experience told from safety.
 _RECOVERED = re.compile(r"\b(used to|years ago|back in (college|school|high school|the day)|in high school|when i was "
-                        r"(younger|a kid|a teen|a teenager|little|\d+)|as a (child|kid|teen|teenager)|growing up|clean for|been clean|recovered|in recovery|survived|i'm (doing )?"
+                        r"(younger|a kid|a teen|a teenager|little|\d+)|when we were (kids|little|young|children|teens)|as a (child|kid|teen|teenager)|growing up|clean for|been clean|recovered|in recovery|survived|i'm (doing )?"
                         r"(well|better|okay|ok|safe) now|i'm safe now|therapy (really )?helped|i left (him|her|them)?)\b")
+# A hard past told as hope or a milestone: "Two years ago today I tried to end my life. Today I'm at my kid's graduation."
+_HOPE = re.compile(r"\b(celebrat\w*|proud|(some )?hope|genuinely happy|graduation|first (real )?job|job offer|"
+                   r"(years?|months?|days?) (without|free of|clean from) (hurting|harming|cutting|self harm|sh)\b|wanted to "
+                   r"(share|say (that|it) out loud|tell someone))")
+_FRESH = re.compile(r"\b(again|tonight|right now|back|relapse\w*|urges?|lately|these days)\b")
 _PANIC = re.compile(r"\b(panic|anxiety|anxious|laugh\w*|crying so hard)\b")
 _NOW = re.compile(r"\b(again|right now|tonight|today|now i want|lately|currently|these days|this week)\b")
 
@@ -153,6 +170,10 @@ def _context(t: str) -> tuple[str, set[str]]:
         t = re.sub(r"\b(can't|cannot) breathe\b", " ", t)
     if re.search(r"\b(when we were playing|play fight\w*|roughhous\w*|kids are rough|sibling fight)", t):
         ruled_out.add("abuse")
+    if (_RECOVERED.search(t) or re.search(r"\b(years?|months?) ago\b", t)) and _HOPE.search(t) and not _FRESH.search(t):
+        ruled_out.update(CATEGORIES)
+    if _HOPE.search(t) and re.search(r"\b\w+ (years?|months?|days?) (without|free of) (hurting|harming|cutting) myself\b", t):
+        ruled_out.update(CATEGORIES)
     if _RECOVERED.search(t) and not _NOW.search(t):
         ruled_out.update(CATEGORIES)
     return t, ruled_out

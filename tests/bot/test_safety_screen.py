@@ -90,6 +90,69 @@ NEW_NOT_CRISES = [
 ]
 
 
+# Rules added in round 4 (#6), for patterns the leave-one-set-out misses showed across writers: plans, dates and
+# means, goodbyes and giving things away, abuse happening now, emergencies told plainly, and the clearest phrases in
+# more languages. Written for these tests, not copied from any data set.
+ROUND4_RULES = {
+    "suicide:slang": "might ctb after my exams tbh",
+    "suicide:plan_date": "i've got a plan and a date, i just wanted to tell someone",
+    "suicide:after_gone": "make sure my brother gets my bike after i'm gone",
+    "suicide:sleep_forever": "i just want to sleep forever and not deal with any of it",
+    "suicide:means_ask": "how far does a drop need to be to be fatal",
+    "suicide:stockpile": "been saving up my oxy for weeks",
+    "suicide:voices": "the voices keep telling me i should die",
+    "suicide:goodbye_silence": "my roommate texted goodbye to everyone and now she won't answer",
+    "suicide:insurance": "the life insurance would do more for my wife than i ever could",
+    "suicide:given_away": "gave my records to my best friend and deleted my accounts",
+    "suicide:ending_everything": "sitting in the car thinking about ending everything",
+    "suicide:wish_dead": "every morning i wish a truck would hit me",
+    "suicide:going_to_od": "i'm going to overdose after everyone leaves",
+    "suicide:lang_es": "ya no puedo, esta noche acabo con todo",
+    "suicide:lang_de": "mein Abschiedsbrief liegt auf dem Tisch",
+    "suicide:lang_nl": "ik wil dood",
+    "self_harm:wounds": "reopened the old cuts on my thigh last night",
+    "self_harm:lang_pt": "to me cortando de novo",
+    "abuse:said_no": "i said no and he didn't stop",
+    "abuse:pictures": "my uncle makes me send him pictures",
+    "abuse:special_secret": "he says our special friendship can't be told to anyone, it's our secret",
+    "abuse:in_danger_now": "he's banging on the door and yelling, me and the kids are hiding in the bathroom",
+    "abuse:neglect_control": "my son took my walker and says i can't leave the room",
+    "abuse:lang_nl": "mijn vriend slaat me",
+    "abuse:lang_fr": "il me menace tous les soirs",
+    "harm_to_others:smother": "i keep thinking about smothering the baby",
+    "harm_to_others:armed_waiting": "got a bat in the car and i'm waiting for him to come out",
+    "medical_emergency:barely_responding": "my grandad is barely responding and very pale",
+    "medical_emergency:asthma": "her asthma attack won't stop and the inhaler does nothing",
+    "medical_emergency:bite_sting": "a rattlesnake bit my dog and now my leg too, we're far from town",
+    "medical_emergency:headache": "sudden worst headache of my life and i threw up",
+    "medical_emergency:blood_sugar": "my blood sugar is dropping and i'm shaking and confused",
+    "medical_emergency:lang_es": "mi abuela no puede respirar",
+    "medical_emergency:lang_fr": "j'ai avale toute la boite de somniferes",
+}
+ROUND4_NOT_CRISES = [
+    "Five years ago I tried to end my life. Today I'm a dad and genuinely happy, just wanted to share some hope",
+    "celebrating 2 years without hurting myself today!", "what does ctb mean? saw it in a comment",
+    "why do people say sewer slide on tiktok", "if I have to attend one more meeting I'm going to kill myself lol",
+    "I'm going to strangle my sister, she ate my leftovers", "relax, I'm not actually jumping off anything",
+    "intrusive thoughts about pushing someone off the platform scare me, my therapist says it's OCD",
+    "'I hurt myself today' - which version of that song is better?", "giving my stuff away before I move abroad",
+    "keeping a list of names for the wedding invites", "my dad beat us when we were kids, he's gone now and I'm okay",
+    "how do painless ways to remove a splinter work?", "I want to sleep in forever on Sunday",
+    "saving my money for a new phone", "after I'm gone on holiday the cat sitter comes",
+    "I'm going to overdose on chocolate this christmas",
+]
+
+
+@pytest.mark.parametrize("rule,text", sorted(ROUND4_RULES.items()))
+def test_round4_rules(rule, text):
+    assert screen_rules(text).rule == rule
+
+
+@pytest.mark.parametrize("text", ROUND4_NOT_CRISES)
+def test_round4_rules_leave_everyday_phrases_and_told_pasts_alone(text):
+    assert not screen_rules(text).crisis
+
+
 @pytest.mark.parametrize("rule,text", sorted(NEW_RULES.items()))
 def test_new_rules(rule, text):
     assert screen_rules(text).rule == rule
