@@ -8,7 +8,11 @@
 # weights do not fit in a carry): the eval's similarity column is then computed with random weights and must be
 # recomputed from eval/replies.jsonl where the real model is (`python benchmarks/rescore_similarity.py`).
 # SWEEP: one variant per line, "name key=value key=value ..." (overrides of RECIPE, default smollm2-lora).
-# EVAL_LIMIT (default 100), EVAL_ARGS (more `counsel-bot eval` options). PACK=1: see the end.
+# EVAL_LIMIT (default 100), EVAL_ARGS (more `counsel-bot eval` options; give `--batch-size 96`: at the default 16, 81
+# questions x 8 samples x 6 models take over 9 minutes on an H200). PACK=1: see the end.
+# EXTRA_ADAPTERS: adapter folders evaluated alongside the variants (e.g. the shipped one), labelled by folder name.
+# PHASE: "train eval" (default), or one of them, so that a warm device machine can train in one call and evaluate
+# in the next (each call is limited to 10 minutes); SWEEP_DIR keeps the run folders between the calls.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 SITE=${SITE:-/tmp/site}
@@ -36,9 +40,12 @@ python3 -c "from model.loading import converted_gguf; from pathlib import Path; 
 print(converted_gguf(Path('$GGUF'), Path.home() / '.cache' / 'counsel-bot'))" 2>&1 | tail -1 | tee -a "$OUT/log.txt"
 
 t0=$(date +%s)
-W=$(mktemp -d /tmp/sweep.XXXX)  # run folders, and the adapters under their variant names for the eval
+W=${SWEEP_DIR:-$(mktemp -d /tmp/sweep.XXXX)}  # run folders, and the adapters under their variant names for the eval
+mkdir -p "$W"
+PHASE=${PHASE:-train eval}
 names=()
 while read -r name overrides; do
+  [[ " $PHASE " == *" train "* ]] || break
   [ -z "$name" ] && continue
   names+=("$name")
   sets=(); for o in $overrides; do sets+=(--set "$o"); done
@@ -47,6 +54,8 @@ while read -r name overrides; do
     echo "$name: train exit $? after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/log.txt" ) &
 done <<< "$SWEEP"
 wait
+[[ " $PHASE " == *" eval "* ]] || exit 0
+names=(); for d in "$W"/*/adapter; do [ -d "$d" ] && names+=("$(basename "$(dirname "$d")")"); done
 for name in "${names[@]}"; do
   d=$W/$name
   [ -d "$d/adapter" ] || continue
@@ -58,6 +67,7 @@ done
 eval_adapters=()
 for name in "${names[@]}"; do [ -d "$W/$name/adapter" ] && mkdir -p $W/eval \
   && cp -r "$W/$name/adapter" "$W/eval/$name" && eval_adapters+=(--adapter "$W/eval/$name"); done
+for a in ${EXTRA_ADAPTERS:-}; do eval_adapters+=(--adapter "$a"); done
 timeout "${EVAL_TIMEOUT:-300}" bash -c "$(declare -f cli); cli eval --data '$DATA' --limit ${EVAL_LIMIT:-100} \
   --base '$GGUF' ${eval_adapters[*]} --out '$OUT/eval' --no-progress ${EVAL_ARGS:-}" > "$OUT/eval.log" 2>&1
 echo "eval exit $? after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/log.txt"

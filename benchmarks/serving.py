@@ -334,7 +334,8 @@ def main() -> None:
         free()
 
     # order matters: the projection fusion changes the shared model in place, so the variants without it run first
-    for key, opts in (("static-prev", None), ("static-noproj", {"fuse_proj": False}), ("static", {}),
+    for key, opts in (("static-prev", None), ("static-noproj", {"fuse_proj": False}),
+                      ("static-nowait", {"admit_wait_s": 0.0}), ("static", {}),
                       ("static-matmul", {"triton_attention": False})):
         if key not in only:
             continue

@@ -5,7 +5,9 @@ its requests for one scheduler thread that owns the model:
 
 - each conversation gets a *slot* (a row of a preallocated KV cache of `slots x max_len` positions);
 - a new request is prefilled alone (the model's own forward, exactly as the plain path) and its KV copied into a free
-  slot, so requests join between two decode steps instead of waiting for a batch to finish;
+  slot, so requests join between two decode steps instead of waiting for a batch to finish; while other
+  conversations are decoding, arrivals are gathered for up to `admit_wait_s` (or until `admit_min_tokens` prompt
+  tokens wait) and prefilled together in one packed forward, which costs the host far less than one forward each;
 - one decode step advances every active slot by one token (positions differ per slot, a boolean mask hides the
   unused cache positions); a slot that stops (EOS or token limit) is freed at once for the next request;
 - on CUDA the decode step for each (batch bucket, cache-length bucket) is captured once as a CUDA graph and replayed,
@@ -54,6 +56,13 @@ def batch_buckets(slots: int) -> list[int]:
 
 def length_buckets(max_len: int, step: int) -> list[int]:
     return sorted({*range(step, max_len, step), max_len})
+
+
+def admission_due(waiting_tokens: int, oldest_wait_s: float, active: int, min_tokens: int, max_wait_s: float) -> bool:
+    """Whether to prefill the waiting requests now. With nobody decoding there is nothing to gain by waiting; while
+    others decode, a lone arrival waits (at most `max_wait_s`) for company, because one packed prefill of several
+    prompts costs the host much less than a forward per prompt (benchmarks/RESULTS.md, prefill probe)."""
+    return active == 0 or waiting_tokens >= min_tokens or oldest_wait_s >= max_wait_s
 
 
 class SlotCache:
@@ -139,6 +148,7 @@ class _Seq:
 class SlotStats:
     generated_tokens: int = 0
     prefill_tokens: int = 0
+    prefill_forwards: int = 0  # prefill forwards run (a packed one admits several prompts)
     decode_steps: int = 0
     busy_seconds: float = 0.0
     prefill_seconds: float = 0.0  # admitting: prefill forwards, first tokens (the decode pipeline waits meanwhile)
@@ -162,7 +172,8 @@ class SlotEngine(Engine):
     def __init__(self, loaded: LoadedModel, max_context_tokens: int | None = None, slots: int = 64,
                  use_cuda_graphs: bool | None = None, length_step: int | None = None, prefill_token_budget: int = 4096,
                  fuse: bool | None = None, packed_prefill: bool | None = None, matmul_attention: bool | None = None,
-                 triton_attention: bool | None = None, fuse_proj: bool | None = None):
+                 triton_attention: bool | None = None, fuse_proj: bool | None = None,
+                 admit_wait_s: float | None = None, admit_min_tokens: int | None = None):
         import torch
 
         super().__init__(loaded, max_context_tokens)
@@ -189,6 +200,9 @@ class SlotEngine(Engine):
         step = length_step or (256 if self.matmul_attention or self.triton_attention else self.max_len)
         self.length_buckets = length_buckets(self.max_len, step)
         self.packed_prefill = on_gpu if packed_prefill is None else packed_prefill
+        # gather arrivals into packed prefills while others decode (GPU default; the CPU has no host gap to save)
+        self.admit_wait_s = (0.08 if on_gpu and self.packed_prefill else 0.0) if admit_wait_s is None else admit_wait_s
+        self.admit_min_tokens = prefill_token_budget // 2 if admit_min_tokens is None else admit_min_tokens
         if fuse if fuse is not None else self.use_graphs:
             from model.fused import fuse_projections, fuse_small_ops
 
@@ -353,7 +367,10 @@ class SlotEngine(Engine):
                     if self._closed:
                         return
                     admitted, budget = [], self.prefill_token_budget
-                    while self._pending and self._free and (budget > 0 or not admitted):
+                    due = bool(self._pending) and admission_due(
+                        sum(len(q.prompt_ids) for q in self._pending), time.perf_counter() - self._pending[0].submitted,
+                        len(self._active), self.admit_min_tokens, self.admit_wait_s)
+                    while due and self._pending and self._free and (budget > 0 or not admitted):
                         seq = self._pending.popleft()
                         seq.slot = heapq.heappop(self._free)
                         budget -= len(seq.prompt_ids)
@@ -362,9 +379,10 @@ class SlotEngine(Engine):
                 t0 = time.perf_counter()
                 try:
                     if admitted:
-                        if inflight is not None:  # settle the step in flight before its rows change hands
-                            self._collect(inflight)
-                            inflight = None
+                        # The step in flight keeps running: the prefill's kernels queue behind it on the same stream
+                        # (so the host builds the prefill while the GPU decodes), and its rows are safe: an admitted
+                        # slot was freed by an earlier collect, its stale row in flight writes only its own slot
+                        # before the prefill overwrites it, and `_collect` skips rows whose sequence has changed.
                         t_pre = time.perf_counter()
                         if self.packed_prefill and len(admitted) > 1:
                             self._prefill_packed(admitted)
@@ -396,6 +414,7 @@ class SlotEngine(Engine):
 
         seq.started = time.perf_counter()
         ids = torch.tensor([seq.prompt_ids], device=self.device)
+        self.stats.prefill_forwards += 1
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
         n = self.cache.fill(seq.slot, cache)
@@ -420,6 +439,7 @@ class SlotEngine(Engine):
         t = torch.arange(len(ids), device=self.device)
         mask = (seg[:, None] == seg[None, :]) & (t[None, :] <= t[:, None])  # causal inside each prompt only
         keep = torch.tensor([e - 1 for e in ends], device=self.device)
+        self.stats.prefill_forwards += 1
         out = self.model(input_ids=ids_t, position_ids=pos_t, attention_mask=mask[None, None], use_cache=True,
                          logits_to_keep=keep)
         cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)

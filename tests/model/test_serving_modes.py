@@ -9,12 +9,13 @@ this CPU for a test (its scheduler pads to large token budgets), so it is only c
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
-from model.schema import GenerationRequest, SamplingParams, Turn
+from model.schema import GenerationRequest, GenerationResult, SamplingParams, Turn
 from model.serving import engine_for, resolve_mode
-from model.slots import SlotEngine, TextStream
+from model.slots import SlotEngine, TextStream, admission_due
 
 PENALIZED = SamplingParams(temperature=0.0, max_new_tokens=10)  # greedy, with the default repetition penalty 1.1
 
@@ -84,6 +85,51 @@ def test_packed_prefill_and_matrix_vector_attention_keep_the_text(reference, eng
         eng.close()
     assert [g.text for g in got] == [r.text for r in ref]
     assert engine.model.config._attn_implementation != "slot_sdpa"  # close() gave the plain engine its attention back
+
+
+def test_admission_waits_for_company_only_while_others_decode():
+    # nobody decoding: admit at once, whatever waits
+    assert admission_due(waiting_tokens=10, oldest_wait_s=0.0, active=0, min_tokens=2048, max_wait_s=0.08)
+    # others decoding: a lone short prompt waits ...
+    assert not admission_due(waiting_tokens=700, oldest_wait_s=0.01, active=40, min_tokens=2048, max_wait_s=0.08)
+    # ... until enough prompt tokens wait, or the oldest has waited long enough
+    assert admission_due(waiting_tokens=2100, oldest_wait_s=0.01, active=40, min_tokens=2048, max_wait_s=0.08)
+    assert admission_due(waiting_tokens=700, oldest_wait_s=0.09, active=40, min_tokens=2048, max_wait_s=0.08)
+
+
+def test_arrivals_during_decoding_are_prefilled_together_and_keep_their_text(reference, engine):
+    """Two requests that arrive one after the other while a long reply decodes wait (here: until it ends) and share
+    one packed prefill; their texts are still the plain path's. Admitted on arrival, they would take two forwards."""
+    reqs, ref = reference
+    long = GenerationRequest(message="Tell me about your day.",
+                             sampling=PENALIZED.model_copy(update={"max_new_tokens": 60}))
+    eng = SlotEngine(engine.loaded, 512, slots=4, packed_prefill=True, admit_wait_s=600.0, admit_min_tokens=10**6)
+    first_token = threading.Event()
+    out: dict[int, GenerationResult] = {}
+
+    def call(i: int, r: GenerationRequest, on_delta=None) -> threading.Thread:
+        t = threading.Thread(target=lambda: out.__setitem__(i, eng.generate([r], on_delta)[0]))
+        t.start()
+        return t
+
+    try:
+        threads = [call(0, long, lambda rid, d: first_token.set())]
+        assert first_token.wait(120)
+        threads.append(call(1, reqs[1]))
+        deadline = time.monotonic() + 60
+        while not eng._pending and time.monotonic() < deadline:  # the second request is queued ...
+            time.sleep(0.001)
+        steps = eng.stats.decode_steps
+        while eng.stats.decode_steps < steps + 3 and time.monotonic() < deadline:  # ... for a few decode steps
+            time.sleep(0.001)
+        threads.append(call(2, reqs[2]))  # ... when the third arrives
+        for t in threads:
+            t.join(240)
+    finally:
+        eng.close()
+    assert out[0].completion_tokens == 60, "the long reply was still decoding when the others arrived"
+    assert [out[1].text, out[2].text] == [ref[1].text, ref[2].text]
+    assert eng.stats.prefill_forwards == 2  # the long request's, then one packed for the two that waited
 
 
 def test_bad_requests_get_error_results_and_the_engine_keeps_serving(reference, slot_engine):
