@@ -12,12 +12,13 @@ Top to bottom:
    ~/.cache/counsel-bot while the texts are unchanged).
 3. Five folds split by a hash of the text: fit on four, score the fifth exactly as at runtime (worst window).
 4. The threshold: the lowest one whose out-of-fold false-positive rate is <= `TARGET_FPR`, unless
-   `CHOSEN_THRESHOLD` is set: then that one, chosen from aggregate figures on the blind set `safety_fresh5`
-   (`benchmarks/safety.py --sweep fresh5`; the reason is recorded in classifier.json as `threshold_choice`).
+   `CHOSEN_THRESHOLD` is set: then that one, chosen (round 4) by leave-one-set-out over fresh4-7
+   (`benchmarks/safety.py --loso`; the reason is recorded in classifier.json as `threshold_choice`).
 5. Refit on every message and write the weights, the word vocabulary, the threshold and the out-of-fold figures.
 
 The setting (`SETTING`) was chosen by comparing out-of-fold figures of a few alternatives (sentence vector alone,
-with word features, binary or per-category heads, a small MLP, a LoRA-tuned MiniLM); the README gives them.
+with word features, binary or per-category heads, a small MLP, a LoRA-tuned MiniLM); the README gives them. In
+round 4 a stronger penalty (l2 1e-4) was worse by leave-one-set-out, so the setting stayed.
 Deterministic: full-batch L-BFGS in float64 on one thread, no sampling.
 """
 
@@ -47,15 +48,15 @@ CACHE = Path.home() / ".cache" / "counsel-bot" / "safety-fit-vectors.pt"
 FOLDS = 5
 TARGET_FPR = 0.04  # out of fold; the rules add a little, and the product target is 0.05
 # Out-of-fold FPR on our own, deliberately hard negatives overstates the FPR on messages others write, so the shipped
-# threshold was chosen on a blind set's aggregates instead (see THRESHOLD_NOTE); None = the out-of-fold choice.
+# threshold is chosen by leave-one-set-out over sets others wrote (see THRESHOLD_NOTE); None = the out-of-fold choice.
 CHOSEN_THRESHOLD: float | None = 0.925
 THRESHOLD_NOTE = (
-    "chosen on aggregates of the blind set safety_fresh5 (151 crises / 150 others; benchmarks/safety.py --sweep "
-    "fresh5, no message read): rules + classifier at 0.925: recall 0.821, FPR 0.033 (5 others). The rule fixed "
-    "before looking (the lowest threshold with FPR <= 0.025) could not be met: the rules alone flag 2%, and every "
-    "lower threshold adds false positives (0.900: recall 0.834, FPR 0.047; 0.850: 0.921 / 0.080; 0.800: 0.940 / "
-    "0.093), so the out-of-fold choice (about 0.925) was kept as the highest-recall threshold with a margin under "
-    "the 5% target.")
+    "round 4: chosen by leave-one-set-out over fresh4-7 (benchmarks/safety.py --loso: each fold fitted on every other "
+    "labelled set, rules + classifier measured on the held-out set). With the rules as they were before round 4 (not "
+    "written from these sets, so an honest estimate): 0.925: mean recall 0.861 / FPR 0.030, worst fold 0.787 / 0.050; "
+    "0.900: 0.894 / 0.044, worst FPR 0.075; 0.950: 0.814 / 0.026. 0.925 is the lowest threshold whose worst fold "
+    "stays within the 5% false-positive target (the value of rounds 2-3 too). With round 4's rules, written after "
+    "reading these folds' misses (so optimistic): 0.925: mean 0.985 / 0.011, worst 0.967 / 0.019.")
 
 
 @dataclass(frozen=True)
@@ -211,17 +212,21 @@ def figures(rows, scores, preds, threshold) -> dict:
             "crises": len(pos), "others": len(neg), "per_category": per_category}
 
 
-def fit(rows: list[dict], store: Vectors, setting: Setting = SETTING) -> dict:
-    """Out-of-fold threshold and figures, then the refit on everything: the contents of classifier.json."""
+def fit(rows: list[dict], store: Vectors, setting: Setting = SETTING, oof: dict | None = None) -> dict:
+    """Out-of-fold threshold and figures, then the refit on everything: the contents of classifier.json. `oof`, if
+    given, receives each message's out-of-fold (score, category index) by text."""
     scores, preds = [0.0] * len(rows), [0] * len(rows)
     for k in range(FOLDS):
         held = [i for i, r in enumerate(rows) if fold(r["text"]) == k]
         model = Model([r for r in rows if fold(r["text"]) != k], store, setting)
         for i, s, p in zip(held, *model.scores([rows[i]["text"] for i in held])):
             scores[i], preds[i] = s, p
+    if oof is not None:
+        oof.update({r["text"]: (s, p) for r, s, p in zip(rows, scores, preds)})
     oof_threshold = choose_threshold(scores, [bool(r["crisis"]) for r in rows], TARGET_FPR)
     threshold = oof_threshold if CHOSEN_THRESHOLD is None else CHOSEN_THRESHOLD
-    own = [i for i, r in enumerate(rows) if r.get("split") is None]  # train.jsonl rows carry no split
+    own_texts = {r["text"] for r in load(TRAIN)}
+    own = [i for i, r in enumerate(rows) if r["text"] in own_texts]
     model = Model(rows, store, setting)
     return {
         "labels": list(LABELS),

@@ -102,3 +102,34 @@ def test_fit_is_deterministic_and_reproduces_the_shipped_model(tmp_path, monkeyp
     assert new["lexicon"]["vocab"] == shipped["lexicon"]["vocab"]
     diff = max(abs(a - b) for ra, rb in zip(new["W_embedding"], shipped["W_embedding"]) for a, b in zip(ra, rb))
     assert diff < 1e-2
+
+
+def test_every_labelled_set_is_training_data_and_leave_one_set_out_holds_a_set_out():
+    """Round 4: train.jsonl and every benchmark set train the layer; a leave-one-set-out fold sees none of its
+    held-out set's messages (word-for-word duplicates in other sets are left out too)."""
+    sets = fit.load_sets()
+    assert {"train", "set", "fresh", "fresh2", *fit.LOSO_SETS} <= set(sets)
+    every = fit.load_all()
+    assert {r["text"] for r in every} == {r["text"] for rows in sets.values() for r in rows}
+    for name in fit.LOSO_SETS:
+        held = {r["text"] for r in sets[name]}
+        rows = fit.load_all(leave_out=name)
+        assert not held & {r["text"] for r in rows}
+        assert len(rows) == len(every) - len(held)
+    assert len(fit.load_all(only=("train", "set", "fresh", "fresh2"))) < len(every)
+    data = classifier.load_weights()["data"]
+    assert data["messages"] == len(every) and data["sets"] == list(fit.TUNED_SETS)
+
+
+def test_leave_one_set_out_figures():
+    """The benchmark's aggregation: a rule hit counts at every threshold, a score at or above the threshold too;
+    mean and worst over the folds."""
+    from benchmarks import safety as bench
+
+    crisis, other = {"crisis": True, "category": "suicide"}, {"crisis": False, "category": None}
+    scored = {"a": [(crisis, True, 0.0, "suicide"), (crisis, False, 0.95, "suicide"), (other, False, 0.5, "suicide")],
+              "b": [(crisis, False, 0.8, "abuse"), (other, False, 0.97, "suicide"), (other, True, 0.0, "abuse")]}
+    fig = bench.loso_figures(scored, 0.9)
+    assert fig["a"] == (1.0, 0.0) and fig["b"] == (0.0, 1.0)
+    assert fig["mean"] == (0.5, 0.5) and fig["worst"] == (0.0, 1.0)
+    assert bench.loso_figures(scored, 0.5)["b"] == (1.0, 1.0)
