@@ -90,6 +90,7 @@ def test_training_data_shape():
     assert all(sum(r["category"] == c for r in crises) >= 100 for c in CATEGORIES)
 
 
+@pytest.mark.timeout(900)  # embeds all 4,425 messages afresh and fits six times: minutes on a busy 2-core box
 def test_fit_is_deterministic_and_reproduces_the_shipped_model(tmp_path, monkeypatch):
     """Refit with fresh embeddings (no cache) and compare with the shipped file: same threshold and figures, the
     same weights up to float noise."""
