@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--classifier-only", action="store_true", help="skip the nearest-example layer's table")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the embedding layer")
     ap.add_argument("--with", dest="extra", action="append", default=[], choices=["fresh5", "fresh6", "fresh7"],
-                    help="add a blind set as a column (fresh7: only for the final measurement)")
+                    help="add a set as a column (once blind; training data since round 4)")
     ap.add_argument("--loso", action="store_true",
                     help="leave one set out: for each of fresh4-7, fit the learned layer on every other labelled "
                          "message and measure rules + layer on the held-out set (per fold, mean and worst)")
