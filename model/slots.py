@@ -151,7 +151,7 @@ class SlotStats:
     prefill_forwards: int = 0  # prefill forwards run (a packed one admits several prompts)
     decode_steps: int = 0
     busy_seconds: float = 0.0
-    prefill_seconds: float = 0.0  # admitting: prefill forwards, first tokens (the decode pipeline waits meanwhile)
+    prefill_seconds: float = 0.0  # admitting: prefill forwards, first tokens (no decode step is launched meanwhile)
     wait_seconds: float = 0.0  # the host waiting for a decode step's tokens (the GPU is the bottleneck)
     decoded_rows: int = 0  # sum over decode steps of the rows that needed a token (mean batch = / decode_steps)
     active: int = 0
