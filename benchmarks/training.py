@@ -52,6 +52,11 @@ class Option:
     varlen: bool = False  # padding-free rows through PyTorch's flash varlen kernel, no mask (training/attention.py)
     dropout: float = 0.1  # LoRA dropout (the notebook's 0.1); 0 lets peft skip the dropout copy of q/v inputs
     cast_input: bool = True  # peft's float32 copy of a bf16 layer's input before the adapter (training.train skips it)
+    # "model": the model's own loss (Liger's fused linear cross-entropy over every position when liger is on);
+    # "trl": what `counsel-bot train` runs, trl's SFTTrainer fused LM head, which projects only the positions with an
+    # answer label (and computes the entropy and top-1 figures the trainer logs); Liger then patches the layers only
+    head: str = "model"
+    compile: bool = False  # torch.compile of each decoder layer (attention left eager: it reads its layout on the host)
 
 
 def rows_of(tok, seq_len: int, n_rows: int):
@@ -110,7 +115,7 @@ def build(opt: Option):
     if opt.liger:
         from liger_kernel.transformers import apply_liger_kernel_to_llama
 
-        apply_liger_kernel_to_llama(model=model)
+        apply_liger_kernel_to_llama(model=model, fused_linear_cross_entropy=opt.head == "model")
     if opt.four_bit and opt.upcast:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=opt.checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -126,9 +131,38 @@ def build(opt: Option):
         from training.train import keep_lora_inputs_bf16
 
         keep_lora_inputs_bf16(model)
+    if opt.head == "trl":  # as SFTTrainer.__init__ does
+        from trl.trainer.utils import add_fused_lm_head
+
+        add_fused_lm_head(model.get_base_model(), outputs=("log_probs", "entropy", "is_top1"))
+    if opt.compile:
+        compile_layers(model)
     model.config.use_cache = False
     model.train()
     return model
+
+
+def compile_layers(model) -> None:
+    """torch.compile each decoder layer in place; the varlen attention stays eager (a graph break)."""
+    import torch
+    from transformers import AttentionInterface
+
+    from training import attention
+
+    AttentionInterface.register(attention.NAME, torch.compiler.disable(attention.varlen_attention_forward))
+    for layer in model.get_base_model().model.layers:
+        layer.compile(dynamic=False)
+
+
+def step_loss(model, batch, opt: Option):
+    """One forward's loss, as the trainer computes it for this option."""
+    if opt.head == "trl":
+        out = model(**batch, fused_lm_head=True)
+        # SFTTrainer.compute_loss: summed answer-token NLL over the answer tokens, and its logged figures
+        valid = out.label_mask.sum()
+        float(out.entropy.detach().sum() / valid), float(out.is_top1.sum() / valid)
+        return out.loss
+    return model(**batch).loss
 
 
 def run(opt: Option, rows, steps: int, warmup: int = 2) -> dict:
@@ -149,7 +183,7 @@ def run(opt: Option, rows, steps: int, warmup: int = 2) -> dict:
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = model(**batch).loss
+                loss = step_loss(model, batch, opt)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 0.3)
             optim.step()
@@ -174,6 +208,63 @@ def run(opt: Option, rows, steps: int, warmup: int = 2) -> dict:
 
 N_PARAMS = 0
 
+KERNEL_GROUPS = (("matrix products", ("gemm", "nvjet", "cutlass", "sm90_xmma", "cublas")),
+                 ("attention", ("flash", "fmha", "attn")), ("NF4 dequantize", ("dequant", "kdequant")),
+                 ("Liger / trl Triton kernels", ("_kernel", "triton")))
+
+
+def profile(opt: Option, rows, out: Path, steps: int = 3) -> dict:
+    """GPU time per kernel over `steps` steps after two warm-up steps: top kernels and the share of each group."""
+    import bitsandbytes as bnb
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    model = build(opt)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = bnb.optim.PagedAdamW8bit(params, lr=1e-4, weight_decay=0.001)
+
+    def step(batch):
+        if not opt.padding_free:
+            batch.pop("position_ids")
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = step_loss(model, batch, opt)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.3)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+
+    it = batches(rows, opt.batch, steps + 2, "cuda")
+    for _ in range(2):
+        step(next(it))
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for batch in it:
+            step(batch)
+        torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) / steps
+    kernels = [(e.key, e.device_time_total / 1e6 / steps, e.count // steps) for e in prof.key_averages()
+               if e.device_time_total > 0]
+    kernels.sort(key=lambda k: -k[1])
+    gpu = sum(k[1] for k in kernels)
+    groups: dict[str, float] = {}
+    for name, sec, _ in kernels:
+        low = name.lower()
+        group = next((g for g, keys in KERNEL_GROUPS if any(x in low for x in keys)), "other (elementwise, copies)")
+        groups[group] = groups.get(group, 0.0) + sec
+    lines = [f"# {opt.name}: {wall:.3f} s/step wall, {gpu:.3f} s/step of kernel time", "",
+             "| group | s/step | share of kernel time |", "| --- | --- | --- |"]
+    lines += [f"| {g} | {t:.3f} | {100 * t / gpu:.0f}% |" for g, t in sorted(groups.items(), key=lambda x: -x[1])]
+    lines += ["", "| kernel | ms/step | calls/step |", "| --- | --- | --- |"]
+    lines += [f"| {n[:110]} | {1e3 * t:.1f} | {c} |" for n, t, c in kernels[:40]]
+    (out / f"profile-{opt.name[:40].replace(' ', '_').replace('/', '_')}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[:12]))
+    del model, optim, params
+    gc.collect()
+    torch.cuda.empty_cache()
+    return {"wall_s": wall, "kernel_s": gpu, "groups": groups}
+
 
 def main() -> None:
     import torch
@@ -184,6 +275,8 @@ def main() -> None:
     ap.add_argument("--curve-steps", type=int, default=50, help="steps of the loss-curve runs")
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--no-curves", action="store_true", help="skip the 50-step loss curves of the best options")
+    ap.add_argument("--profile", default="", help="comma-separated option keys to profile (kernel time by group) "
+                    "after the timed runs")
     ap.add_argument("--only", default="", help="comma-separated option keys to run (default: all); the notebook "
                     "baseline always runs")
     args = ap.parse_args()
@@ -244,9 +337,30 @@ def main() -> None:
         "bf16-varlen-b8-nocast-nodrop": Option("bf16 LoRA on bf16 base, padding-free (varlen), Liger, no "
                                                "checkpointing, batch 8, bf16 LoRA inputs, LoRA dropout 0",
                                                varlen=True, batch=8, cast_input=False, dropout=0.0, **bf16),
+        # what `counsel-bot train` runs: trl's answer-only fused LM head (Liger patches the layers only)
+        "q-varlen-b4-trl": replace(base, name="QLoRA recipe: varlen, Liger layers, trl answer-only head, batch 4",
+                                   varlen=True, head="trl", **fast),
+        "q-varlen-b8-trl": replace(base, name="QLoRA: varlen, Liger layers, trl answer-only head, batch 8", varlen=True,
+                                   batch=8, head="trl", **fast),
+        "q-varlen-b8-nodrop-trl": replace(base, name="QLoRA: varlen, Liger layers, trl answer-only head, batch 8, "
+                                          "LoRA dropout 0", varlen=True, batch=8, dropout=0.0, head="trl", **fast),
+        "q-varlen-b8-trl-compile": replace(base, name="QLoRA: varlen, Liger layers, trl answer-only head, batch 8, "
+                                           "compiled layers", varlen=True, batch=8, head="trl", compile=True, **fast),
+        "bf16-varlen-b8-nocast-trl": Option("bf16 LoRA: varlen, Liger layers, trl answer-only head, batch 8, bf16 "
+                                            "LoRA inputs", varlen=True, batch=8, cast_input=False, head="trl", **bf16),
+        "bf16-varlen-b8-nocast-nodrop-trl": Option("bf16 LoRA: varlen, Liger layers, trl answer-only head, batch 8, "
+                                                   "bf16 LoRA inputs, LoRA dropout 0", varlen=True, batch=8,
+                                                   cast_input=False, dropout=0.0, head="trl", **bf16),
+        "bf16-varlen-b8-nocast-trl-compile": Option("bf16 LoRA: varlen, Liger layers, trl answer-only head, batch 8, "
+                                                    "bf16 LoRA inputs, compiled layers", varlen=True, batch=8,
+                                                    cast_input=False, head="trl", compile=True, **bf16),
         "bf16-varlen-b8-nodrop": Option("bf16 LoRA on bf16 base, padding-free (varlen), Liger, no checkpointing, "
                                         "batch 8, LoRA dropout 0", varlen=True, batch=8, dropout=0.0, **bf16),
     }
+    for key in [k for k in args.profile.split(",") if k]:
+        if key not in options:
+            raise SystemExit(f"unknown option {key!r} to profile")
+    to_profile = {k: options[k] for k in args.profile.split(",") if k}
     if args.only:
         unknown = set(args.only.split(",")) - set(options)
         if unknown:
@@ -295,6 +409,10 @@ def main() -> None:
         print("\nLoss over the same rows (every 5th step):")
         for r in curves:
             print(f"- {r['option']['name']}: " + ", ".join(f"{x:.3f}" for x in r["losses"][::5]))
+    for key, opt in to_profile.items():
+        print(f"\n### Kernel time: {key}\n")
+        meta.setdefault("profiles", {})[key] = profile(opt, rows, out)
+        (out / "training.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 
 
 if __name__ == "__main__":
