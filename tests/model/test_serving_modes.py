@@ -25,13 +25,38 @@ def _reqs() -> list[GenerationRequest]:
         GenerationRequest(message="I feel anxious before exams and cannot sleep.", sampling=PENALIZED),
         GenerationRequest(message="Hi", sampling=PENALIZED.model_copy(update={"max_new_tokens": 6}),
                           history=[Turn(role="user", content="hello"), Turn(role="assistant", content="Hi there!")]),
-        GenerationRequest(message="How do I tell my parents I am struggling?", sampling=PENALIZED, careful=True),
+        GenerationRequest(message="How do I tell my parents that I am struggling at school?", sampling=PENALIZED,
+                          careful=True),
     ]
+
+
+# Each serving mode computes the same greedy steps with other kernels and shapes, so its logits differ from the plain
+# path's in the last bits. Comparing texts exactly is fair only where the best token leads the next one clearly: a
+# near-tie (bf16 logits tie exactly at times) may break either way on another CPU. The prompts above lead by at
+# least ~0.3 at every step, in bf16 and in fp32; the reference fixture checks that it still holds here.
+MIN_LEAD = 0.2
+
+
+def greedy_leads(engine, req: GenerationRequest) -> list[float]:
+    """How far the chosen token's processed score leads the runner-up's at each greedy step of the plain path."""
+    import torch
+
+    enc = engine.tokenizer([engine.prompt_for(req)], return_tensors="pt", add_special_tokens=False)
+    s = req.sampling
+    with torch.inference_mode():
+        out = engine.model.generate(**enc, max_new_tokens=s.max_new_tokens, do_sample=False, temperature=None,
+                                    top_p=None, top_k=None, repetition_penalty=s.repetition_penalty,
+                                    pad_token_id=engine.pad_id, eos_token_id=sorted(engine.eos_ids),
+                                    output_scores=True, return_dict_in_generate=True)
+    return [float(d[0] - d[1]) for d in (sc[0].float().topk(2).values for sc in out.scores)]
 
 
 @pytest.fixture(scope="module")
 def reference(engine):
     reqs = _reqs()
+    for r in reqs:
+        leads = greedy_leads(engine, r)
+        assert min(leads) >= MIN_LEAD, f"near-tie in the reference for {r.message!r} ({leads}): pick another prompt"
     return reqs, [engine.generate([r])[0] for r in reqs]
 
 
