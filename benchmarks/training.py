@@ -56,7 +56,10 @@ class Option:
     # "trl": what `counsel-bot train` runs, trl's SFTTrainer fused LM head, which projects only the positions with an
     # answer label (and computes the entropy and top-1 figures the trainer logs); Liger then patches the layers only
     head: str = "model"
-    compile: bool = False  # torch.compile of each decoder layer (attention left eager: it reads its layout on the host)
+    # torch.compile of each decoder layer (attention left eager: it reads its layout on the host); measured slower
+    # than eager with Liger (whose Triton kernels fail inside inductor): benchmarks/RESULTS.md, session 5
+    compile: bool = False
+    fused: bool = False  # LoRA's scaling and add inside the adapter's product (training.fused_lora, what train does)
 
 
 def rows_of(tok, seq_len: int, n_rows: int):
@@ -135,6 +138,10 @@ def build(opt: Option):
         from trl.trainer.utils import add_fused_lm_head
 
         add_fused_lm_head(model.get_base_model(), outputs=("log_probs", "entropy", "is_top1"))
+    if opt.fused:
+        from training.fused_lora import fuse_lora_output
+
+        fuse_lora_output(model)
     if opt.compile:
         compile_layers(model)
     model.config.use_cache = False
@@ -347,15 +354,33 @@ def main() -> None:
         "q-varlen-b8-nodrop-trl": replace(base, name="QLoRA: varlen, Liger layers, trl answer-only head, batch 8, "
                                           "LoRA dropout 0", varlen=True, batch=8, dropout=0.0, head="trl", **fast),
         "q-varlen-b8-trl-compile": replace(base, name="QLoRA: varlen, Liger layers, trl answer-only head, batch 8, "
-                                           "compiled layers", varlen=True, batch=8, head="trl", compile=True, **fast),
+                                           "compiled layers (measured slower)", varlen=True, batch=8, head="trl",
+                                           compile=True, **fast),
         "bf16-varlen-b8-nocast-trl": Option("bf16 LoRA: varlen, Liger layers, trl answer-only head, batch 8, bf16 "
                                             "LoRA inputs", varlen=True, batch=8, cast_input=False, head="trl", **bf16),
         "bf16-varlen-b8-nocast-nodrop-trl": Option("bf16 LoRA: varlen, Liger layers, trl answer-only head, batch 8, "
                                                    "bf16 LoRA inputs, LoRA dropout 0", varlen=True, batch=8,
                                                    cast_input=False, dropout=0.0, head="trl", **bf16),
         "bf16-varlen-b8-nocast-trl-compile": Option("bf16 LoRA: varlen, Liger layers, trl answer-only head, batch 8, "
-                                                    "bf16 LoRA inputs, compiled layers", varlen=True, batch=8,
-                                                    cast_input=False, head="trl", compile=True, **bf16),
+                                                    "bf16 LoRA inputs, compiled layers (measured slower)",
+                                                    varlen=True, batch=8, cast_input=False, head="trl", compile=True,
+                                                    **bf16),
+        # + LoRA's output summed inside its product (training.fused_lora): what `counsel-bot train` runs now
+        "q-varlen-b8-trl-fused": replace(base, name="QLoRA: varlen, Liger layers, trl answer-only head, batch 8, "
+                                         "fused LoRA sum", varlen=True, batch=8, head="trl", fused=True, **fast),
+        "q-varlen-b8-nodrop-trl-fused": replace(base, name="QLoRA: varlen, Liger layers, trl answer-only head, batch "
+                                                "8, LoRA dropout 0, fused LoRA sum", varlen=True, batch=8, dropout=0.0,
+                                                head="trl", fused=True, **fast),
+        "q-varlen-b10-nodrop-trl-fused": replace(base, name="QLoRA: varlen, Liger layers, trl answer-only head, batch "
+                                                 "10, LoRA dropout 0, fused LoRA sum", varlen=True, batch=10,
+                                                 dropout=0.0, head="trl", fused=True, **fast),
+        "bf16-varlen-b8-nocast-trl-fused": Option("bf16 LoRA: varlen, Liger layers, trl answer-only head, batch 8, "
+                                                  "bf16 LoRA inputs, fused LoRA sum", varlen=True, batch=8,
+                                                  cast_input=False, head="trl", fused=True, **bf16),
+        "bf16-varlen-b8-nocast-nodrop-trl-fused": Option("bf16 LoRA: varlen, Liger layers, trl answer-only head, "
+                                                         "batch 8, bf16 LoRA inputs, LoRA dropout 0, fused LoRA sum",
+                                                         varlen=True, batch=8, cast_input=False, dropout=0.0,
+                                                         head="trl", fused=True, **bf16),
         "bf16-varlen-b8-nodrop": Option("bf16 LoRA on bf16 base, padding-free (varlen), Liger, no checkpointing, "
                                         "batch 8, LoRA dropout 0", varlen=True, batch=8, dropout=0.0, **bf16),
     }

@@ -121,6 +121,8 @@ def build_model(recipe: Recipe, base: str | None = None, device: str | None = No
     """(peft model ready to train, tokenizer, base path). 4-bit recipes get QLoRA's k-bit preparation."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
+    from training.fused_lora import fuse_lora_output
+
     base = base or resolve_base_path(recipe)
     device = device or training_device(recipe)
     tokenizer = load_training_tokenizer(base)
@@ -132,6 +134,7 @@ def build_model(recipe: Recipe, base: str | None = None, device: str | None = No
     model = get_peft_model(model, lora_config(recipe))
     if use_bf16(recipe, device):
         keep_lora_inputs_bf16(model)
+    fuse_lora_output(model)  # LoRA's scaling and add inside its product (training/fused_lora.py)
     return model, tokenizer, base
 
 

@@ -234,3 +234,15 @@ def test_lora_inputs_stay_bf16_under_autocast_with_the_same_output():
     plain = model(x)
     assert seen == [torch.float32, torch.bfloat16, torch.float32]
     assert torch.equal(before, after) and plain.dtype == torch.bfloat16
+
+
+def test_the_recipe_model_sums_lora_inside_its_product():
+    """build_model gives every LoRA layer training.fused_lora's forward (tested against peft's in test_fused_lora)."""
+    from peft.tuners.lora import LoraLayer
+
+    from training.train import build_model
+
+    model, _, _ = build_model(_tiny(), device="cpu")
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    assert len(layers) == 7 * model.config.num_hidden_layers  # all-linear in the smollm2-cpu recipe
+    assert all(hasattr(m, "_peft_forward") for m in layers)
