@@ -10,6 +10,11 @@ its requests for one scheduler thread that owns the model:
   tokens wait) and prefilled together in one packed forward, which costs the host far less than one forward each;
 - one decode step advances every active slot by one token (positions differ per slot, a boolean mask hides the
   unused cache positions); a slot that stops (EOS or token limit) is freed at once for the next request;
+- with mixed steps (GPU default when its Triton kernels pass their check), a request that arrives while others decode
+  is not prefilled in a forward of its own: its prompt rides along with the decode steps in chunks (up to the largest
+  of `chunk_buckets` tokens a step, several prompts per chunk), so the weights are read once for both and decoding
+  never pauses for a prefill (`model.chunk_attention`); the step that takes a prompt's last chunk also samples its
+  first token;
 - on CUDA the decode step for each (batch bucket, cache-length bucket) is captured once as a CUDA graph and replayed,
   which removes the per-token Python and kernel-launch overhead of `generate` (~49 ms a step for a 7B model);
 - sampling (repetition penalty, temperature, top-p, as transformers applies them) runs per row on the device;
@@ -29,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from model.engine import DeltaCallback, Engine
 from model.loading import LoadedModel
@@ -65,6 +70,22 @@ def admission_due(waiting_tokens: int, oldest_wait_s: float, active: int, min_to
     return active == 0 or waiting_tokens >= min_tokens or oldest_wait_s >= max_wait_s
 
 
+def plan_chunk(remaining: Sequence[int], budget: int, block: int) -> list[int]:
+    """How many prompt tokens each waiting prompt (in arrival order) puts into the next chunk: as many as fit in
+    `budget`, each piece taking whole blocks of `block` (a piece starts on a block boundary). A prompt that does not
+    fit whole gets whole blocks only, and the prompts after it wait."""
+    takes, left = [], budget - budget % block
+    for n in remaining:
+        if left < block:
+            break
+        take = min(n, left)
+        takes.append(take)
+        left -= -(-take // block) * block
+        if take < n:
+            break
+    return takes
+
+
 class SlotCache:
     """Per-layer K/V tensors [slots, kv_heads, max_len, head_dim]; quacks like a transformers Cache for decoding."""
 
@@ -75,12 +96,23 @@ class SlotCache:
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.batch, self.length, self.pos = slots, max_len, None
+        self.write_slot = self.write_pos = None
 
     def set_decode(self, batch: int, length: int, pos) -> None:
         """The next forward writes row i's new K/V at pos[i] and attends over positions [0, length)."""
         self.batch, self.length, self.pos = batch, length, pos
 
+    def set_mixed(self, write_slot, write_pos) -> None:
+        """The next forward is a mixed step: token t's K/V goes to (write_slot[t], write_pos[t]) and the attention
+        gets the whole cache (it finds its rows through `model.chunk_attention.MIXED_STEPS`). None: decode again."""
+        self.write_slot, self.write_pos = write_slot, write_pos
+
     def update(self, key_states, value_states, layer_idx: int, *args: Any, **kwargs: Any):
+        if self.write_slot is not None:
+            k, v = self.k[layer_idx], self.v[layer_idx]
+            k[self.write_slot, :, self.write_pos] = key_states[0].transpose(0, 1)
+            v[self.write_slot, :, self.write_pos] = value_states[0].transpose(0, 1)
+            return k, v
         b, h, _, d = key_states.shape
         idx = self.pos.view(b, 1, 1, 1).expand(b, h, 1, d)
         k, v = self.k[layer_idx][:b], self.v[layer_idx][:b]
@@ -136,6 +168,7 @@ class _Seq:
     tokens: list[int] = field(default_factory=list)
     slot: int = -1
     fed: int = 0  # decode steps launched for it (each feeds one token and samples the next)
+    prefilled: int = 0  # prompt tokens already sent in mixed steps' chunks
     stream: TextStream | None = None
     submitted: float = field(default_factory=time.perf_counter)
     started: float = 0.0
@@ -154,6 +187,8 @@ class SlotStats:
     prefill_seconds: float = 0.0  # admitting: prefill forwards, first tokens (no decode step is launched meanwhile)
     wait_seconds: float = 0.0  # the host waiting for a decode step's tokens (the GPU is the bottleneck)
     decoded_rows: int = 0  # sum over decode steps of the rows that needed a token (mean batch = / decode_steps)
+    mixed_steps: int = 0  # decode steps that also carried a chunk of prompts (counted in decode_steps too)
+    chunk_tokens: int = 0  # prompt tokens prefilled inside mixed steps (also in prefill_tokens when a prompt ends)
     active: int = 0
     queued: int = 0
     graphs: int = 0
@@ -173,7 +208,8 @@ class SlotEngine(Engine):
                  use_cuda_graphs: bool | None = None, length_step: int | None = None, prefill_token_budget: int = 4096,
                  fuse: bool | None = None, packed_prefill: bool | None = None, matmul_attention: bool | None = None,
                  triton_attention: bool | None = None, fuse_proj: bool | None = None,
-                 admit_wait_s: float | None = None, admit_min_tokens: int | None = None):
+                 admit_wait_s: float | None = None, admit_min_tokens: int | None = None, mixed: bool | None = None,
+                 chunk_buckets: Sequence[int] = (128, 256, 512)):
         import torch
 
         super().__init__(loaded, max_context_tokens)
@@ -199,6 +235,20 @@ class SlotEngine(Engine):
         # Triton kernel reads only each row's own length and splits the bucket into chunks (one graph per bucket)
         step = length_step or (256 if self.matmul_attention or self.triton_attention else self.max_len)
         self.length_buckets = length_buckets(self.max_len, step)
+        # mixed steps: GPU default when the Triton kernels serve (the chunk kernel checked here); on CPU on request,
+        # with the matrix-product reference (tests)
+        from model.chunk_attention import BLOCK
+
+        self.chunk_buckets = sorted({-(-c // BLOCK) * BLOCK for c in chunk_buckets})
+        if on_gpu:
+            if mixed is None or mixed:
+                from model.chunk_attention import chunk_kernel_works
+
+                self.mixed = self.triton_attention and chunk_kernel_works(self.device)
+            else:
+                self.mixed = False
+        else:
+            self.mixed = bool(mixed)
         self.packed_prefill = on_gpu if packed_prefill is None else packed_prefill
         # gather arrivals into packed prefills while others decode (GPU default; the CPU has no host gap to save)
         self.admit_wait_s = (0.08 if on_gpu and self.packed_prefill else 0.0) if admit_wait_s is None else admit_wait_s
@@ -218,8 +268,12 @@ class SlotEngine(Engine):
             from model.fused import use_slot_attention
 
             use_slot_attention(self.model)
+        if self.mixed:
+            from model.chunk_attention import use_mixed_attention
+
+            use_mixed_attention(self.model)
         pin = self.device.type == "cuda"  # two host buffers: one step's tokens are read while the next is written
-        self._host = [torch.zeros(slots, dtype=torch.long, pin_memory=pin) for _ in range(2)]
+        self._host = [torch.zeros(slots + 1, dtype=torch.long, pin_memory=pin) for _ in range(2)]
         self._flip = 0
         self._sampling_slots: set[int] = set()
         self.prefill_token_budget = prefill_token_budget
@@ -229,23 +283,36 @@ class SlotEngine(Engine):
                                    else self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         dev = self.device
-        self.tok_buf = torch.zeros(slots, 1, dtype=torch.long, device=dev)
-        self.pos_buf = torch.zeros(slots, 1, dtype=torch.long, device=dev)
-        self.out_tok = torch.zeros(slots, dtype=torch.long, device=dev)
+        # Per-slot state has one more row, `slots`: a scratch row that unused first-token rows of a mixed step write.
+        # A row whose position is `park` (the cache's last position, which no prompt or reply token can take) is
+        # parked: free, finished or still prefilling in chunks; decoding it costs one K/V read and changes nothing.
+        self.park = self.max_len - 1
+        self.tok_buf = torch.zeros(slots + 1, 1, dtype=torch.long, device=dev)
+        self.pos_buf = torch.full((slots + 1, 1), self.park, dtype=torch.long, device=dev)
+        self.out_tok = torch.zeros(slots + 1, dtype=torch.long, device=dev)
         self.lengths = torch.ones(slots, dtype=torch.int32, device=dev)  # valid K/V per row (Triton attention)
         self.arange = torch.arange(self.max_len, device=dev)
         vocab = self.model.get_output_embeddings().weight.shape[0]
-        self.seen = torch.zeros(slots, vocab, dtype=torch.bool, device=dev)
-        self.penalty = torch.ones(slots, device=dev)
-        self.temperature = torch.ones(slots, device=dev)
-        self.top_p = torch.ones(slots, device=dev)
-        self.greedy = torch.ones(slots, dtype=torch.bool, device=dev)
+        self.seen = torch.zeros(slots + 1, vocab, dtype=torch.bool, device=dev)
+        self.penalty = torch.ones(slots + 1, device=dev)
+        self.temperature = torch.ones(slots + 1, device=dev)
+        self.top_p = torch.ones(slots + 1, device=dev)
+        self.greedy = torch.ones(slots + 1, dtype=torch.bool, device=dev)
+        # mixed steps' chunk layouts, one device buffer per chunk size (what its graph reads), written from two
+        # pinned host buffers in turn (a step's copy may still be queued while the next step's layout is built)
+        self._chunk_dev = {c: torch.zeros(_pack_size(c), dtype=torch.long, device=dev) for c in self.chunk_buckets}
+        self._chunk_host = [{c: torch.zeros(_pack_size(c), dtype=torch.long, pin_memory=pin)
+                             for c in self.chunk_buckets} for _ in range(2)]
+        for c, buf in self._chunk_dev.items():
+            buf.copy_(self._idle_layout(c))
+        self._mixed_mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=dev)  # a 4D mask: transformers builds none
         self.graphs: dict[tuple[int, int], Any] = {}
         self._pool = None
         self._free = list(range(slots))
         heapq.heapify(self._free)
         self._active: dict[int, _Seq] = {}
         self._pending: deque[_Seq] = deque()
+        self._prefilling: deque[_Seq] = deque()  # admitted to a slot, prompt sent in mixed steps' chunks
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -269,7 +336,8 @@ class SlotEngine(Engine):
     def description(self) -> dict:
         attention = "triton" if self.triton_attention else "matmul" if self.matmul_attention else "sdpa"
         return {**super().description, "mode": "static", "slots": self.slots, "cuda_graphs": self.use_graphs,
-                "decode_attention": attention}
+                "decode_attention": attention, "mixed_steps": self.mixed,
+                "chunk_tokens": self.chunk_buckets[-1] if self.mixed else 0}
 
     def generate(self, requests: Sequence[GenerationRequest], on_delta: DeltaCallback | None = None
                  ) -> list[GenerationResult]:
@@ -304,10 +372,14 @@ class SlotEngine(Engine):
                 for b in self.batch_buckets:
                     for length in self.length_buckets:
                         self._graph(b, length)
+                    for chunk in self.chunk_buckets if self.mixed else ():
+                        self._graph(b, self.max_len, chunk)
+                self.pos_buf.fill_(self.park)
             torch.cuda.synchronize()
         except Exception:  # a model whose forward cannot be captured still serves, eagerly
             log.exception("CUDA graph capture failed; decoding without graphs")
             self.use_graphs, self.graphs = False, {}
+            self.pos_buf.fill_(self.park)
             return
         log.info("captured %d decode graphs in %.1f s", len(self.graphs), time.perf_counter() - t0)
 
@@ -321,6 +393,10 @@ class SlotEngine(Engine):
             from model.fused import SLOT_LENGTHS
 
             SLOT_LENGTHS.pop(id(self.model.config), None)
+        if self.mixed:
+            from model.chunk_attention import MIXED_STEPS
+
+            MIXED_STEPS.pop(id(self.model.config), None)
         if self.model.config._attn_implementation != self._attn_before:  # the model may serve a plain engine next
             self.model.config._attn_implementation = self._attn_before
 
@@ -367,9 +443,13 @@ class SlotEngine(Engine):
                     if self._closed:
                         return
                     admitted, budget = [], self.prefill_token_budget
-                    due = bool(self._pending) and admission_due(
+                    # with mixed steps running (or about to), arrivals join them at once: nothing to gather for
+                    chunked = self.mixed and bool(self._active or self._prefilling)
+                    if chunked:
+                        budget = 1 << 62
+                    due = bool(self._pending) and (chunked or admission_due(
                         sum(len(q.prompt_ids) for q in self._pending), time.perf_counter() - self._pending[0].submitted,
-                        len(self._active), self.admit_min_tokens, self.admit_wait_s)
+                        len(self._active), self.admit_min_tokens, self.admit_wait_s))
                     while due and self._pending and self._free and (budget > 0 or not admitted):
                         seq = self._pending.popleft()
                         seq.slot = heapq.heappop(self._free)
@@ -378,7 +458,10 @@ class SlotEngine(Engine):
                     self.stats.queued = len(self._pending)
                 t0 = time.perf_counter()
                 try:
-                    if admitted:
+                    if admitted and chunked:
+                        for seq in admitted:
+                            self._admit_chunked(seq)
+                    elif admitted:
                         # The step in flight keeps running: the prefill's kernels queue behind it on the same stream
                         # (so the host builds the prefill while the GPU decodes), and its rows are safe: an admitted
                         # slot was freed by an earlier collect, its stale row in flight writes only its own slot
@@ -390,15 +473,20 @@ class SlotEngine(Engine):
                             for seq in admitted:
                                 self._prefill(seq)
                         self.stats.prefill_seconds += time.perf_counter() - t_pre
-                    launched = self._launch() if self._active else None
+                    if self._prefilling:
+                        launched = self._launch(mixed=True)
+                    else:
+                        launched = self._launch() if self._active else None
                     if inflight is not None:
                         self._collect(inflight)
                     inflight = launched
                 except Exception as e:  # never a dead engine: fail what is in flight, keep serving
                     log.exception("slot engine step failed; failing %d active requests", len(self._active))
                     inflight = None
-                    for seq in list(self._active.values()) + [s for s in admitted if s.slot not in self._active
-                                                              and not s.done.is_set()]:
+                    stranded = list(self._active.values()) + list(self._prefilling) + \
+                        [s for s in admitted if s.slot not in self._active and not s.done.is_set()]
+                    self._prefilling.clear()
+                    for seq in stranded:
                         self._finish(seq, error=type(e).__name__)
                 self.stats.busy_seconds += time.perf_counter() - t0
                 self.stats.active = len(self._active)
@@ -456,14 +544,8 @@ class SlotEngine(Engine):
         position n (both written on the device)."""
         import torch
 
-        ids = torch.tensor(seq.prompt_ids, device=self.device)
         s, i = seq.req.sampling, seq.slot
-        self.seen[i].zero_()
-        self.seen[i, ids] = True
-        self.penalty[i] = s.repetition_penalty
-        self.temperature[i] = max(s.temperature, 1e-5)
-        self.top_p[i] = s.top_p
-        self.greedy[i] = s.greedy
+        self._init_slot(seq)
         if not s.greedy:
             self._sampling_slots.add(i)
         self._active[i] = seq
@@ -478,44 +560,138 @@ class SlotEngine(Engine):
         self.pos_buf[i, 0] = n
         self._advance({i: int(token[0])})
 
-    def _launch(self):
-        """Start one decode step for every active slot (graph replay on CUDA) and the copy of its tokens to the
-        host; returns what `_collect` needs, or None when every active row already has all its tokens in flight."""
+    def _init_slot(self, seq: _Seq) -> None:
+        """The slot's sampling state on the device: the prompt's tokens as seen (repetition penalty), its settings."""
         import torch
 
+        ids = torch.tensor(seq.prompt_ids, device=self.device)
+        s, i = seq.req.sampling, seq.slot
+        self.seen[i].zero_()
+        self.seen[i, ids] = True
+        self.penalty[i] = s.repetition_penalty
+        self.temperature[i] = max(s.temperature, 1e-5)
+        self.top_p[i] = s.top_p
+        self.greedy[i] = s.greedy
+
+    def _admit_chunked(self, seq: _Seq) -> None:
+        """A slot for a prompt that mixed steps will prefill: its row parked until the step that takes the prompt's
+        last chunk samples its first token."""
+        seq.started = time.perf_counter()
+        seq.prefilled = 0
+        self._init_slot(seq)
+        self.pos_buf[seq.slot, 0] = self.park
+        self._prefilling.append(seq)
+
+    def _launch(self, mixed: bool = False):
+        """Start one decode step for every active slot (graph replay on CUDA) and the copy of its tokens to the
+        host; returns what `_collect` needs, or None when every active row already has all its tokens in flight.
+        A mixed step also carries the next chunk of waiting prompts and samples the first token of each prompt it
+        completes; those sequences join the active ones for the next step."""
+        import torch
+
+        from model.chunk_attention import BLOCK
+
         live = {i: seq for i, seq in self._active.items() if seq.fed < seq.max_new - 1}
-        if not live:
+        if not live and not mixed:
             return None
-        b = bucket(max(self._active) + 1, self.batch_buckets)
-        # rows inside the bucket that are free (or finished) decode garbage into their own slot: harmless
-        length = bucket(max(len(seq.prompt_ids) + seq.fed for seq in live.values()) + 1, self.length_buckets)
-        if self.use_graphs:
-            self._graph(b, length).replay()
+        b = bucket(max(self._active) + 1, self.batch_buckets) if self._active else self.batch_buckets[0]
+        # rows inside the bucket that are free, finished or still prefilling are parked: they change nothing
+        first: dict[int, _Seq] = {}
+        if mixed:
+            waiting = list(self._prefilling)
+            takes = plan_chunk([len(q.prompt_ids) - q.prefilled for q in waiting], self.chunk_buckets[-1], BLOCK)
+            chunk = bucket(sum(-(-t // BLOCK) * BLOCK for t in takes), self.chunk_buckets)
+            length = self.max_len
+            graph = self._graph(b, length, chunk) if self.use_graphs else None  # captured before the layout changes
+            first = self._upload_chunk(list(zip(waiting, takes)), chunk)
+            if graph is not None:
+                graph.replay()
+            else:
+                self._step_mixed(b, chunk)
         else:
-            self._step(b, length)
+            length = bucket(max(len(seq.prompt_ids) + seq.fed for seq in live.values()) + 1, self.length_buckets)
+            if self.use_graphs:
+                self._graph(b, length).replay()
+            else:
+                self._step(b, length)
         host = self._host[self._flip]
         self._flip ^= 1
-        host[:b].copy_(self.out_tok[:b], non_blocking=True)
+        if first:
+            host.copy_(self.out_tok, non_blocking=True)
+        else:
+            host[:b].copy_(self.out_tok[:b], non_blocking=True)
         done = None
         if self.device.type == "cuda":
             done = torch.cuda.Event()
             done.record()
         for seq in live.values():
             seq.fed += 1
+        for i, seq in first.items():  # prefilled: the next step feeds the first token sampled by this one
+            self._active[i] = seq
+            seq.fed = 0
+            self.stats.prefill_tokens += len(seq.prompt_ids)
+            if not seq.req.sampling.greedy:
+                self._sampling_slots.add(i)
         self.stats.decode_steps += 1
         self.stats.decoded_rows += len(live)
-        return done, host, b, live
+        self.stats.mixed_steps += mixed
+        return done, host, b, live, first
+
+    def _upload_chunk(self, plan: list[tuple[_Seq, int]], chunk: int) -> dict[int, _Seq]:
+        """Write the layout of the next mixed step's chunk (prompt pieces in `plan` order, each starting on a block
+        boundary) to its device buffer; returns the sequences whose prompt it completes, by slot."""
+        import torch
+
+        from model.chunk_attention import BLOCK
+
+        g = chunk // BLOCK
+        ids, pos, wslot = [0] * chunk, [self.park] * chunk, [0] * chunk
+        bslot, bstart, blen = [0] * g, [0] * g, [0] * g
+        cidx, cslot, cpos = [0] * g, [self.slots] * g, [0] * g  # unused first-token rows write the scratch row
+        cursor, done, first = 0, 0, {}
+        for seq, take in plan:
+            s0 = seq.prefilled
+            ids[cursor:cursor + take] = seq.prompt_ids[s0:s0 + take]
+            pos[cursor:cursor + take] = range(s0, s0 + take)
+            wslot[cursor:cursor + take] = [seq.slot] * take
+            for j in range(-(-take // BLOCK)):
+                blk = cursor // BLOCK + j
+                bslot[blk], bstart[blk], blen[blk] = seq.slot, s0 + j * BLOCK, min(BLOCK, take - j * BLOCK)
+            seq.prefilled += take
+            self.stats.chunk_tokens += take
+            if seq.prefilled == len(seq.prompt_ids):
+                cidx[done], cslot[done], cpos[done] = cursor + take - 1, seq.slot, seq.prefilled
+                done += 1
+                first[seq.slot] = seq
+            cursor += -(-take // BLOCK) * BLOCK
+        while self._prefilling and self._prefilling[0].prefilled == len(self._prefilling[0].prompt_ids):
+            self._prefilling.popleft()
+        host = self._chunk_host[self._flip][chunk]  # the buffer of two steps ago: its copy has run
+        host.copy_(torch.tensor(ids + pos + wslot + bslot + bstart + blen + cidx + cslot + cpos))
+        self._chunk_dev[chunk].copy_(host, non_blocking=True)
+        return first
+
+    def _idle_layout(self, chunk: int):
+        """A chunk of padding only: what mixed graphs are captured with (their warm-up runs write nothing real)."""
+        import torch
+
+        from model.chunk_attention import BLOCK
+
+        g = chunk // BLOCK
+        return torch.tensor([0] * chunk + [self.park] * chunk + [0] * (chunk + 4 * g) + [self.slots] * g + [0] * g)
 
     def _collect(self, launched) -> None:
         """Read a launched step's tokens (waiting without holding the GIL, so clients keep arriving) and hand them
         to their sequences; rows that stopped meanwhile are skipped."""
-        done, host, b, live = launched
+        done, host, b, live, first = launched
         if done is not None:
             t0 = time.perf_counter()
             done.synchronize()
             self.stats.wait_seconds += time.perf_counter() - t0
-        values = host[:b].tolist()
-        self._advance({i: values[i] for i, seq in live.items() if self._active.get(i) is seq})
+        values = host.tolist() if first else host[:b].tolist()
+        new = {i: values[i] for i, seq in live.items() if self._active.get(i) is seq}
+        new.update({i: values[i] for i, seq in first.items() if self._active.get(i) is seq})
+        self._advance(new)
 
     def _forward(self, b: int, length: int):
         pos = self.pos_buf[:b]
@@ -524,41 +700,89 @@ class SlotEngine(Engine):
         if self.triton_attention:  # each row's valid length, computed once per step for every layer
             from model.fused import SLOT_LENGTHS
 
-            self.lengths[:b].copy_(pos[:, 0] + 1)
+            self._row_lengths(b)
             SLOT_LENGTHS[id(self.model.config)] = self.lengths[:b]
         out = self.model(input_ids=self.tok_buf[:b], position_ids=pos, attention_mask=mask,
                          use_cache=True, logits_to_keep=1, **{self._cache_kw: self.cache})
         return out.logits[:, -1, :]
 
-    def _step(self, b: int, length: int, sampling: bool | None = None) -> None:
-        """One decode step for rows [0, b), all on the device: forward, sample, and the next step's inputs (each
-        row's token, its position + 1, clamped so a finished row's extra step stays inside its slot)."""
-        logits = self._forward(b, length)
-        rows = slice(0, b)
-        seen = self.seen[:b]
-        token = self._sample(logits, seen, rows, sampling=bool(self._sampling_slots) if sampling is None else sampling)
-        seen.scatter_(1, token[:, None], True)
-        self.out_tok[:b].copy_(token)
-        self.tok_buf[:b, 0].copy_(token)
-        self.pos_buf[:b].add_(1).clamp_(max=self.max_len - 1)
-
-    def _graph(self, b: int, length: int):
+    def _row_lengths(self, b: int):
+        """Valid K/V per decode row for the Triton attention: position + 1, or 1 for a parked row."""
         import torch
 
-        key = (b, length)
+        pos = self.pos_buf[:b, 0]
+        self.lengths[:b].copy_(torch.where(pos >= self.park, 1, pos + 1))
+        return self.lengths[:b]
+
+    def _step(self, b: int, length: int, sampling: bool | None = None) -> None:
+        """One decode step for rows [0, b), all on the device: forward, sample, and the next step's inputs."""
+        self._decode_rows(self._forward(b, length), b, sampling)
+
+    def _decode_rows(self, logits, b: int, sampling: bool | None) -> None:
+        """Sample rows [0, b) and write the next step's inputs: each row's token and its position + 1, clamped at
+        `park` (a row past its last token is parked). A parked row's token is not marked as seen."""
+        rows = slice(0, b)
+        seen = self.seen[:b]
+        live = (self.pos_buf[:b] < self.park)
+        token = self._sample(logits, seen, rows, sampling=bool(self._sampling_slots) if sampling is None else sampling)
+        seen.scatter_(1, token[:, None], seen.gather(1, token[:, None]) | live)
+        self.out_tok[:b].copy_(token)
+        self.tok_buf[:b, 0].copy_(token)
+        self.pos_buf[:b].add_(1).clamp_(max=self.park)
+
+    def _forward_mixed(self, b: int, chunk: int):
+        """The forward of a mixed step: decode rows [0, b), then the chunk's tokens, flat as [1, b + chunk]; logits
+        of the decode rows and of each completed prompt's last token."""
+        import torch
+
+        from model.chunk_attention import MIXED_STEPS, MixedLayout
+
+        lay = _views(self._chunk_dev[chunk], chunk)
+        pos = torch.cat([self.pos_buf[:b, 0], lay.pos])
+        self.cache.set_mixed(torch.cat([self.arange[:b], lay.wslot]), pos)
+        key = id(self.model.config)
+        MIXED_STEPS[key] = MixedLayout(b, chunk, self._row_lengths(b), lay.bslot.int(), lay.bstart.int(),
+                                       lay.blen.int(), triton=self.triton_attention)
+        try:
+            out = self.model(input_ids=torch.cat([self.tok_buf[:b, 0], lay.ids])[None], position_ids=pos[None],
+                             attention_mask=self._mixed_mask, use_cache=True,
+                             logits_to_keep=torch.cat([self.arange[:b], b + lay.cidx]), **{self._cache_kw: self.cache})
+        finally:
+            MIXED_STEPS.pop(key, None)
+            self.cache.set_mixed(None, None)
+        return out.logits[0]
+
+    def _step_mixed(self, b: int, chunk: int, sampling: bool | None = None) -> None:
+        """A mixed step, all on the device: the decode rows as in `_step`, then each completed prompt's first token
+        (sampled from its last position) written as its row's next input at position = prompt length."""
+        logits = self._forward_mixed(b, chunk)
+        self._decode_rows(logits[:b], b, sampling)
+        lay = _views(self._chunk_dev[chunk], chunk)
+        cs = lay.cslot
+        token = self._sample(logits[b:], self.seen[cs], cs, sampling=True)
+        self.seen[cs, token] = True
+        self.tok_buf[cs, 0] = token
+        self.pos_buf[cs, 0] = lay.cpos
+        self.out_tok[cs] = token
+
+    def _graph(self, b: int, length: int, chunk: int = 0):
+        import torch
+
+        key = (b, length, chunk)
         if key not in self.graphs:
             state = [t.clone() for t in (self.tok_buf, self.pos_buf, self.seen, self.out_tok)]
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):  # warm-up outside the graph (lazy initializations, workspace handles)
                 for _ in range(2):
-                    self._step(b, length, sampling=True)
+                    self._step_mixed(b, chunk, sampling=True) if chunk else self._step(b, length, sampling=True)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
             with torch.cuda.graph(graph, pool=self._pool):
-                self._step(b, length, sampling=True)  # one graph for greedy and sampled rows alike
+                # one graph for greedy and sampled rows alike
+                self._step_mixed(b, chunk, sampling=True) if chunk else self._step(b, length, sampling=True)
             for buf, saved in zip((self.tok_buf, self.pos_buf, self.seen, self.out_tok), state):
                 buf.copy_(saved)  # the warm-up steps must not advance the rows being served
             self.graphs[key] = graph
@@ -616,6 +840,8 @@ class SlotEngine(Engine):
             del self._active[seq.slot]
             self._sampling_slots.discard(seq.slot)
         if seq.slot >= 0:
+            if error is None:  # its row stays parked until the slot is used again (one K/V read a step)
+                self.pos_buf[seq.slot, 0] = self.park
             heapq.heappush(self._free, seq.slot)
             seq.slot = -1
         end = time.perf_counter()
@@ -630,3 +856,30 @@ class SlotEngine(Engine):
                 first_token_seconds=(seq.first_token_at - seq.submitted) if seq.first_token_at else None,
                 generation_seconds=end - (seq.started or seq.submitted))
         seq.done.set()
+
+
+class _Layout(NamedTuple):
+    """Views of a chunk's layout buffer (`SlotEngine._upload_chunk` writes it)."""
+
+    ids: Any  # [chunk] token ids (padding: 0)
+    pos: Any  # [chunk] positions (padding: park)
+    wslot: Any  # [chunk] slot each token's K/V is written to (padding: 0, at park)
+    bslot: Any  # [blocks] slot of each block of BLOCK tokens
+    bstart: Any  # [blocks] position of the block's first token
+    blen: Any  # [blocks] real tokens in the block
+    cidx: Any  # [blocks] index in the chunk of a completed prompt's last token
+    cslot: Any  # [blocks] its slot (unused rows: the scratch row)
+    cpos: Any  # [blocks] its prompt length: the position its first token is fed at
+
+
+def _pack_size(chunk: int) -> int:
+    from model.chunk_attention import BLOCK
+
+    return 3 * chunk + 6 * (chunk // BLOCK)
+
+
+def _views(buf, chunk: int) -> _Layout:
+    from model.chunk_attention import BLOCK
+
+    g = chunk // BLOCK
+    return _Layout(*buf.split([chunk, chunk, chunk, g, g, g, g, g, g]))
