@@ -191,9 +191,11 @@ def steady(engine, reqs: list[GenerationRequest], spread_s: float, seconds: floa
 
 def check(tok, timeout_s: float = 120.0) -> list[dict]:
     """Correctness of the GPU engine on the device it runs on: a small random Llama (GQA, 4 layers) in float32 and
-    bf16; the static engine (CUDA graphs, Triton decode attention, fused projections, pipelined decoding) against
-    transformers' `generate`, greedy with the repetition penalty, EOS disabled, 4 prompts of different lengths
-    decoded side by side. float32 must agree token for token; bf16 reports the common prefix (rounding differs)."""
+    bf16; the static engine (CUDA graphs, Triton decode attention, fused projections, pipelined decoding, mixed steps)
+    against transformers' `generate`, greedy with the repetition penalty, EOS disabled, 4 prompts of different
+    lengths decoded side by side: the first alone, the other three sent once its reply streams, so that they are
+    prefilled in chunks inside its decode steps. float32 must agree token for token; bf16 reports the common prefix
+    (rounding differs)."""
     import torch
 
     from model.engine import Engine
@@ -216,8 +218,16 @@ def check(tok, timeout_s: float = 120.0) -> list[dict]:
         eng = SlotEngine(lm, lm.max_context, slots=4)  # the same context as the plain engine: same prompts
         eng.eos_ids = NO_EOS
         eng.warmup()
-        got = eng.generate(reqs)
+        streaming = threading.Event()
+        first: list = []
+        lead = threading.Thread(target=lambda: first.extend(eng.generate(reqs[:1], lambda rid, d: streaming.set())))
+        lead.start()
+        streaming.wait(timeout_s)
+        got = eng.generate(reqs[1:])
+        lead.join(timeout_s)
+        got = first + got
         desc = eng.description
+        mixed_steps = eng.stats.mixed_steps
         eng.close()
         same = [a.text == b.text for a, b in zip(ref, got)]
         prefix = []
@@ -228,7 +238,8 @@ def check(tok, timeout_s: float = 120.0) -> list[dict]:
                 n += 1
             prefix.append(n)
         out.append({"dtype": str(dtype), "identical": sum(same), "of": len(same), "common_prefix_tokens": prefix,
-                    "engine": {k: desc.get(k) for k in ("cuda_graphs", "decode_attention")}})
+                    "engine": {k: desc.get(k) for k in ("cuda_graphs", "decode_attention", "mixed_steps")},
+                    "mixed_steps_run": mixed_steps})
         log.info("CHECK %s", json.dumps(out[-1]))
         del model, lm, plain
         free()
@@ -335,7 +346,8 @@ def main() -> None:
 
     # order matters: the projection fusion changes the shared model in place, so the variants without it run first
     for key, opts in (("static-prev", None), ("static-noproj", {"fuse_proj": False}),
-                      ("static-nowait", {"admit_wait_s": 0.0}), ("static", {}),
+                      ("static-nowait", {"admit_wait_s": 0.0, "mixed": False}), ("static-nomixed", {"mixed": False}),
+                      ("static", {}),
                       ("static-matmul", {"triton_attention": False})):
         if key not in only:
             continue
@@ -366,7 +378,7 @@ def main() -> None:
                **concurrent(eng, reqs, args.spread, args.timeout))
         if args.steady > 0:
             fields = ("decode_steps", "decoded_rows", "prefill_tokens", "prefill_seconds", "wait_seconds",
-                      "busy_seconds")
+                      "busy_seconds", "mixed_steps", "chunk_tokens")
             before = {k: getattr(eng.stats, k, 0) for k in fields}
             res = steady(eng, reqs, args.spread, args.steady)
             delta = {k: getattr(eng.stats, k, 0) - before[k] for k in fields}
@@ -377,6 +389,8 @@ def main() -> None:
                     delta["decode_steps"]
                 res["gpu_wait_share"] = delta["wait_seconds"] / max(1e-9, delta["busy_seconds"])
                 res["prefill_tokens_per_reply_token"] = delta["prefill_tokens"] / max(1, delta["decoded_rows"])
+                res["mixed_share"] = delta["mixed_steps"] / delta["decode_steps"]
+                res["chunk_tokens_per_mixed_step"] = delta["chunk_tokens"] / max(1, delta["mixed_steps"])
             record(name, mode=key, batch=args.concurrent, **res)
         log.info("%s stats %s", key, eng.stats)
         eng.close()
@@ -421,6 +435,9 @@ def main() -> None:
         if "mean_batch" in r:
             note += (f" mean batch {r['mean_batch']:.0f}, {r['ms_per_decode_step']:.1f} ms/step, prefill "
                      f"{100 * r['prefill_share']:.0f}% of time")
+            if r.get("mixed_share"):
+                note += (f", {100 * r['mixed_share']:.0f}% of steps mixed ({r['chunk_tokens_per_mixed_step']:.0f} "
+                         "prompt tokens each)")
         else:
             note += f" prompt {r.get('prompt_tokens', r.get('prompt_tokens_mean', 0)):.0f} tok"
         if "warmup_s" in r:

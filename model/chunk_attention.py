@@ -50,7 +50,8 @@ def _build_kernel():
 
     @triton.jit
     def chunk_attn(Q, K, V, BSlot, BStart, BLen, Out, sm_scale, s_qt, s_qh, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
-                   s_ot, s_oh, GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
+                   s_ot, s_oh, GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr,
+                   PRECISION: tl.constexpr):
         m = tl.program_id(0)
         h = tl.program_id(1)
         hk = h // GROUP
@@ -70,14 +71,14 @@ def _build_kernel():
                 n = start + tl.arange(0, BLOCK_N)
                 k = tl.load(K + slot * s_kb + hk * s_kh + n[:, None] * s_kt + d[None, :], mask=(n < end)[:, None],
                             other=0.0)
-                s = tl.dot(q, tl.trans(k)) * sm_scale
+                s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * sm_scale
                 s = tl.where((n[None, :] <= q_pos[:, None]) & (n[None, :] < end), s, float("-inf"))
                 m_new = tl.maximum(m_i, tl.max(s, 1))  # key 0 is always visible: finite from the first block
                 p = tl.exp(s - m_new[:, None])
                 alpha = tl.exp(m_i - m_new)
                 v = tl.load(V + slot * s_vb + hk * s_vh + n[:, None] * s_vt + d[None, :], mask=(n < end)[:, None],
                             other=0.0)
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
                 l_i = l_i * alpha + tl.sum(p, 1)
                 m_i = m_new
             out = acc / l_i[:, None]
@@ -101,7 +102,9 @@ def chunk_attention_triton(query, key, value, block_slot, block_start, block_len
     _kernel[(c // BLOCK, h)](query, key, value, block_slot, block_start, block_len, out, scale,
                              query.stride(0), query.stride(1), key.stride(0), key.stride(1), key.stride(2),
                              value.stride(0), value.stride(1), value.stride(2), out.stride(0), out.stride(1),
-                             GROUP=h // key.shape[1], BLOCK_M=BLOCK, BLOCK_N=64, D=d, num_warps=4, num_stages=2)
+                             GROUP=h // key.shape[1], BLOCK_M=BLOCK, BLOCK_N=64, D=d, num_warps=4, num_stages=2,
+                             # float32 stays float32 (no TF32 rounding): the engine's float32 check compares exactly
+                             PRECISION="ieee" if query.dtype == torch.float32 else "tf32")
     return out
 
 
@@ -117,7 +120,7 @@ def chunk_attention_reference(query, key, value, block_slot, block_start, block_
     v = value[block_slot.long()]
     if groups > 1:
         k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
-    q = query.view(nb, BLOCK, h, d).transpose(1, 2)  # [nb, H, BLOCK, D]
+    q = query.reshape(nb, BLOCK, h, d).transpose(1, 2)  # [nb, H, BLOCK, D]
     scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale  # [nb, H, BLOCK, L]
     q_pos = block_start.long()[:, None] + torch.arange(BLOCK, device=query.device)[None, :]  # [nb, BLOCK]
     visible = torch.arange(key.shape[2], device=query.device)[None, None, :] <= q_pos[:, :, None]

@@ -306,6 +306,7 @@ class SlotEngine(Engine):
         for c, buf in self._chunk_dev.items():
             buf.copy_(self._idle_layout(c))
         self._mixed_mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=dev)  # a 4D mask: transformers builds none
+        self._true = torch.ones((), dtype=torch.bool, device=dev)  # written by index inside graphs (no host scalar)
         self.graphs: dict[tuple[int, int], Any] = {}
         self._pool = None
         self._free = list(range(slots))
@@ -708,10 +709,8 @@ class SlotEngine(Engine):
 
     def _row_lengths(self, b: int):
         """Valid K/V per decode row for the Triton attention: position + 1, or 1 for a parked row."""
-        import torch
-
         pos = self.pos_buf[:b, 0]
-        self.lengths[:b].copy_(torch.where(pos >= self.park, 1, pos + 1))
+        self.lengths[:b].copy_((pos + 1).masked_fill_(pos >= self.park, 1))
         return self.lengths[:b]
 
     def _step(self, b: int, length: int, sampling: bool | None = None) -> None:
@@ -760,7 +759,7 @@ class SlotEngine(Engine):
         lay = _views(self._chunk_dev[chunk], chunk)
         cs = lay.cslot
         token = self._sample(logits[b:], self.seen[cs], cs, sampling=True)
-        self.seen[cs, token] = True
+        self.seen.index_put_((cs, token), self._true)
         self.tok_buf[cs, 0] = token
         self.pos_buf[cs, 0] = lay.cpos
         self.out_tok[cs] = token
@@ -770,6 +769,8 @@ class SlotEngine(Engine):
 
         key = (b, length, chunk)
         if key not in self.graphs:
+            if chunk:  # captured (and warmed up) on a chunk of padding only: nothing real is written twice
+                self._chunk_dev[chunk].copy_(self._idle_layout(chunk))
             state = [t.clone() for t in (self.tok_buf, self.pos_buf, self.seen, self.out_tok)]
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())

@@ -234,3 +234,65 @@ def test_gpu_modes_match_the_plain_path():
         assert all(g.ok and g.text for g in cont.generate(reqs))
     finally:
         cont.close()
+
+
+def test_mixed_steps_prefill_arrivals_inside_decode_steps_and_keep_the_text(reference, engine):
+    """Mixed steps (the GPU default), run on CPU with small chunks: three requests that arrive while a long reply
+    decodes are not prefilled in forwards of their own; their prompts ride along with the decode steps, 64 tokens a
+    step at most (each prompt takes several steps; a step carries pieces of several prompts), and the step that
+    takes a prompt's last piece samples its first token. Every text is still the plain path's."""
+    reqs, ref = reference
+    long = GenerationRequest(message="Tell me about your day.",
+                             sampling=PENALIZED.model_copy(update={"max_new_tokens": 40}))
+    long_ref = engine.generate([long])[0]
+    eng = SlotEngine(engine.loaded, 512, slots=4, mixed=True, chunk_buckets=(32, 64))
+    streaming = threading.Event()
+    out: dict[int, GenerationResult] = {}
+
+    def call(i: int, r: GenerationRequest, on_delta=None) -> threading.Thread:
+        t = threading.Thread(target=lambda: out.__setitem__(i, eng.generate([r], on_delta)[0]))
+        t.start()
+        return t
+
+    try:
+        threads = [call(0, long, lambda rid, d: streaming.set())]
+        assert streaming.wait(120)
+        threads += [call(i + 1, r) for i, r in enumerate(reqs)]
+        for t in threads:
+            t.join(240)
+        stats = eng.stats
+        parked = eng.pos_buf[: eng.slots, 0].tolist()
+    finally:
+        eng.close()
+    assert out[0].text == long_ref.text and out[0].completion_tokens == 40, "the long reply was still decoding"
+    assert [out[i + 1].text for i in range(3)] == [r.text for r in ref]
+    assert stats.prefill_forwards == 1  # the long request's, alone; the others were prefilled in mixed steps
+    prompt_tokens = sum(out[i + 1].prompt_tokens for i in range(3))
+    assert stats.chunk_tokens == prompt_tokens and stats.prefill_tokens == out[0].prompt_tokens + prompt_tokens
+    assert stats.mixed_steps >= -(-prompt_tokens // 64)  # at most 64 prompt tokens a step
+    assert all(p == eng.park for p in parked)  # every slot came back parked: decoding it changes nothing
+    assert not eng._prefilling and sorted(eng._free) == [0, 1, 2, 3]
+
+
+def test_mixed_steps_sample_and_respect_limits(engine):
+    """Sampled replies and a one-token reply admitted through mixed steps (first token sampled inside the step)."""
+    eng = SlotEngine(engine.loaded, 512, slots=3, mixed=True, chunk_buckets=(32,))
+    streaming = threading.Event()
+    lead = GenerationRequest(message="Tell me about your day.",
+                             sampling=PENALIZED.model_copy(update={"max_new_tokens": 30}))
+    sampled = GenerationRequest(message="What helps with stress?",
+                                sampling=SamplingParams(temperature=0.9, top_p=0.8, max_new_tokens=7))
+    one = GenerationRequest(message="Say hi.", sampling=PENALIZED.model_copy(update={"max_new_tokens": 1}))
+    out: list[GenerationResult] = []
+    try:
+        t = threading.Thread(target=lambda: out.extend(eng.generate([lead], lambda rid, d: streaming.set())))
+        t.start()
+        assert streaming.wait(120)
+        got = eng.generate([sampled, one])
+        t.join(240)
+        assert eng.stats.mixed_steps > 0
+    finally:
+        eng.close()
+    assert out[0].completion_tokens == 30
+    assert got[0].ok and 0 < got[0].completion_tokens <= 7 and got[0].text
+    assert got[1].ok and got[1].completion_tokens == 1
