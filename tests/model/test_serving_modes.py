@@ -122,20 +122,30 @@ def test_admission_waits_for_company_only_while_others_decode():
     assert admission_due(waiting_tokens=700, oldest_wait_s=0.09, active=40, min_tokens=2048, max_wait_s=0.08)
 
 
-def test_arrivals_during_decoding_are_prefilled_together_and_keep_their_text(reference, engine):
-    """Two requests that arrive one after the other while a long reply decodes wait (here: until it ends) and share
-    one packed prefill; their texts are still the plain path's. Admitted on arrival, they would take two forwards."""
-    reqs, ref = reference
-    long = GenerationRequest(message="Tell me about your day.",
-                             sampling=PENALIZED.model_copy(update={"max_new_tokens": 60}))
-    eng = SlotEngine(engine.loaded, 512, slots=4, packed_prefill=True, admit_wait_s=600.0, admit_min_tokens=10**6)
-    first_token = threading.Event()
-    out: dict[int, GenerationResult] = {}
+def _long_request(new_tokens: int) -> GenerationRequest:
+    return GenerationRequest(message="Tell me about your day.",
+                             sampling=PENALIZED.model_copy(update={"max_new_tokens": new_tokens}))
 
+
+def _caller(eng: SlotEngine, out: dict):
+    """call(i, request, on_delta=None) runs eng.generate([request]) in a thread; its result lands in out[i]."""
     def call(i: int, r: GenerationRequest, on_delta=None) -> threading.Thread:
         t = threading.Thread(target=lambda: out.__setitem__(i, eng.generate([r], on_delta)[0]))
         t.start()
         return t
+
+    return call
+
+
+def test_arrivals_during_decoding_are_prefilled_together_and_keep_their_text(reference, engine):
+    """Two requests that arrive one after the other while a long reply decodes wait (here: until it ends) and share
+    one packed prefill; their texts are still the plain path's. Admitted on arrival, they would take two forwards."""
+    reqs, ref = reference
+    long = _long_request(60)
+    eng = SlotEngine(engine.loaded, 512, slots=4, packed_prefill=True, admit_wait_s=600.0, admit_min_tokens=10**6)
+    first_token = threading.Event()
+    out: dict[int, GenerationResult] = {}
+    call = _caller(eng, out)
 
     try:
         threads = [call(0, long, lambda rid, d: first_token.set())]
@@ -242,17 +252,12 @@ def test_mixed_steps_prefill_arrivals_inside_decode_steps_and_keep_the_text(refe
     step at most (each prompt takes several steps; a step carries pieces of several prompts), and the step that
     takes a prompt's last piece samples its first token. Every text is still the plain path's."""
     reqs, ref = reference
-    long = GenerationRequest(message="Tell me about your day.",
-                             sampling=PENALIZED.model_copy(update={"max_new_tokens": 40}))
+    long = _long_request(40)
     long_ref = engine.generate([long])[0]
     eng = SlotEngine(engine.loaded, 512, slots=4, mixed=True, chunk_buckets=(32, 64))
     streaming = threading.Event()
     out: dict[int, GenerationResult] = {}
-
-    def call(i: int, r: GenerationRequest, on_delta=None) -> threading.Thread:
-        t = threading.Thread(target=lambda: out.__setitem__(i, eng.generate([r], on_delta)[0]))
-        t.start()
-        return t
+    call = _caller(eng, out)
 
     try:
         threads = [call(0, long, lambda rid, d: streaming.set())]
@@ -278,8 +283,7 @@ def test_mixed_steps_sample_and_respect_limits(engine):
     """Sampled replies and a one-token reply admitted through mixed steps (first token sampled inside the step)."""
     eng = SlotEngine(engine.loaded, 512, slots=3, mixed=True, chunk_buckets=(32,))
     streaming = threading.Event()
-    lead = GenerationRequest(message="Tell me about your day.",
-                             sampling=PENALIZED.model_copy(update={"max_new_tokens": 30}))
+    lead = _long_request(30)
     sampled = GenerationRequest(message="What helps with stress?",
                                 sampling=SamplingParams(temperature=0.9, top_p=0.8, max_new_tokens=7))
     one = GenerationRequest(message="Say hi.", sampling=PENALIZED.model_copy(update={"max_new_tokens": 1}))
