@@ -347,7 +347,7 @@ def main() -> None:
     # order matters: the projection fusion changes the shared model in place, so the variants without it run first
     for key, opts in (("static-prev", None), ("static-noproj", {"fuse_proj": False}),
                       ("static-nowait", {"admit_wait_s": 0.0, "mixed": False}), ("static-nomixed", {"mixed": False}),
-                      ("static", {}),
+                      ("static", {}), ("static-fp8kv", {"kv_cache_dtype": "fp8"}),
                       ("static-matmul", {"triton_attention": False})):
         if key not in only:
             continue

@@ -70,14 +70,14 @@ def _build_kernel():
             for start in range(0, end, BLOCK_N):
                 n = start + tl.arange(0, BLOCK_N)
                 k = tl.load(K + slot * s_kb + hk * s_kh + n[:, None] * s_kt + d[None, :], mask=(n < end)[:, None],
-                            other=0.0)
+                            other=0.0).to(Q.dtype.element_ty)  # an fp8 cache is upcast to the queries' dtype
                 s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * sm_scale
                 s = tl.where((n[None, :] <= q_pos[:, None]) & (n[None, :] < end), s, float("-inf"))
                 m_new = tl.maximum(m_i, tl.max(s, 1))  # key 0 is always visible: finite from the first block
                 p = tl.exp(s - m_new[:, None])
                 alpha = tl.exp(m_i - m_new)
                 v = tl.load(V + slot * s_vb + hk * s_vh + n[:, None] * s_vt + d[None, :], mask=(n < end)[:, None],
-                            other=0.0)
+                            other=0.0).to(Q.dtype.element_ty)
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
                 l_i = l_i * alpha + tl.sum(p, 1)
                 m_i = m_new
@@ -207,4 +207,39 @@ def chunk_kernel_works(device) -> bool:
         return True
     except Exception:  # no Triton, no compiler: prompts are prefilled in separate forwards
         log.exception("Triton chunk attention unavailable; mixed steps off")
+        return False
+
+
+def fp8_cache_works(device) -> bool:
+    """Both Triton kernels reading an fp8 (e4m3) K/V cache, against the references on the same values upcast to
+    bf16; False if either disagrees or cannot run."""
+    import torch
+
+    from model.fused import slot_attention, triton_decode_attention
+
+    try:
+        g = torch.Generator(device=device).manual_seed(1)
+        slots, heads, length, d = 4, 8, 640, 128
+        k = torch.randn(slots, heads, length, d, device=device, generator=g).to(torch.float8_e4m3fn)
+        v = torch.randn(slots, heads, length, d, device=device, generator=g).to(torch.float8_e4m3fn)
+        k16, v16 = k.to(torch.bfloat16), v.to(torch.bfloat16)
+        q = torch.randn(slots, heads, 1, d, device=device, dtype=torch.bfloat16, generator=g)
+        lengths = torch.tensor([1, 100, 333, 640], device=device, dtype=torch.int32)
+        mask = (torch.arange(length, device=device)[None] < lengths[:, None]).view(slots, 1, 1, length)
+        ref, _ = slot_attention(None, q, k16, v16, mask, scaling=d ** -0.5)
+        got = triton_decode_attention(q, k, v, lengths, d ** -0.5)
+        errs = [((got.float() - ref.float()).norm() / ref.float().norm()).item()]
+        blocks = [(3, 0, BLOCK), (3, BLOCK, 9), (1, 600, BLOCK)]
+        meta = [torch.tensor(col, device=device, dtype=torch.int32) for col in zip(*blocks)]
+        qc = torch.randn(len(blocks) * BLOCK, heads, d, device=device, dtype=torch.bfloat16, generator=g)
+        ref = chunk_attention_reference(qc, k16, v16, *meta, d ** -0.5)
+        got = chunk_attention_triton(qc, k, v, *meta, d ** -0.5)
+        real = torch.cat([torch.arange(BLOCK, device=device) < n for _, _, n in blocks])
+        errs.append(((got[real].float() - ref[real].float()).norm() / ref[real].float().norm()).item())
+        if not max(errs) <= 2e-2:
+            log.warning("Triton attention on an fp8 cache disagrees with the reference (rel. errors %s)", errs)
+            return False
+        return True
+    except Exception:
+        log.exception("Triton attention on an fp8 cache unavailable")
         return False

@@ -110,14 +110,14 @@ class SlotCache:
     def update(self, key_states, value_states, layer_idx: int, *args: Any, **kwargs: Any):
         if self.write_slot is not None:
             k, v = self.k[layer_idx], self.v[layer_idx]
-            k[self.write_slot, :, self.write_pos] = key_states[0].transpose(0, 1)
-            v[self.write_slot, :, self.write_pos] = value_states[0].transpose(0, 1)
+            _raw(k)[self.write_slot, :, self.write_pos] = _raw(key_states[0].transpose(0, 1).to(k.dtype))
+            _raw(v)[self.write_slot, :, self.write_pos] = _raw(value_states[0].transpose(0, 1).to(v.dtype))
             return k, v
         b, h, _, d = key_states.shape
         idx = self.pos.view(b, 1, 1, 1).expand(b, h, 1, d)
         k, v = self.k[layer_idx][:b], self.v[layer_idx][:b]
-        k.scatter_(2, idx, key_states)
-        v.scatter_(2, idx, value_states)
+        _raw(k).scatter_(2, idx, _raw(key_states.to(k.dtype)))
+        _raw(v).scatter_(2, idx, _raw(value_states.to(v.dtype)))
         return k[:, :, : self.length], v[:, :, : self.length]
 
     def fill(self, slot: int, prefill_cache) -> int:
@@ -136,6 +136,13 @@ class SlotCache:
     @property
     def is_compileable(self) -> bool:
         return True
+
+
+def _raw(t):
+    """An fp8 tensor as its bytes (scatter and index writes have no float8 kernels everywhere); others as they are."""
+    import torch
+
+    return t.view(torch.uint8) if t.element_size() == 1 and t.is_floating_point() else t
 
 
 class TextStream:
@@ -209,7 +216,7 @@ class SlotEngine(Engine):
                  fuse: bool | None = None, packed_prefill: bool | None = None, matmul_attention: bool | None = None,
                  triton_attention: bool | None = None, fuse_proj: bool | None = None,
                  admit_wait_s: float | None = None, admit_min_tokens: int | None = None, mixed: bool | None = None,
-                 chunk_buckets: Sequence[int] = (128, 256, 512)):
+                 chunk_buckets: Sequence[int] = (128, 256, 512), kv_cache_dtype: str = "auto"):
         import torch
 
         super().__init__(loaded, max_context_tokens)
@@ -218,9 +225,7 @@ class SlotEngine(Engine):
         self.max_len = self.max_context
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
         self.device = torch.device(loaded.device)
-        self.slots = slots = self._fit_slots(slots, cfg.num_hidden_layers * cfg.num_key_value_heads, loaded.dtype)
         self.use_graphs = (self.device.type == "cuda") if use_cuda_graphs is None else use_cuda_graphs
-        self.batch_buckets = batch_buckets(slots)
         # One length (the whole slot) by default: contiguous K/V for attention; shorter buckets read less but slice.
         on_gpu = self.device.type == "cuda"
         self.matmul_attention = on_gpu if matmul_attention is None else matmul_attention
@@ -249,6 +254,21 @@ class SlotEngine(Engine):
                 self.mixed = False
         else:
             self.mixed = bool(mixed)
+        # fp8 K/V (e4m3, no scale): half the cache memory and half the K/V a decode step reads; only where the
+        # Triton kernels read it (they upcast what they load), after their check on fp8 data
+        self.kv_dtype = loaded.dtype
+        if kv_cache_dtype == "fp8":
+            from model.chunk_attention import fp8_cache_works
+
+            if self.triton_attention and fp8_cache_works(self.device):
+                self.kv_dtype = torch.float8_e4m3fn
+            else:
+                log.warning("an fp8 K/V cache needs the Triton attention on a CUDA GPU; the cache stays %s",
+                            loaded.dtype)
+        elif kv_cache_dtype != "auto":
+            raise ValueError(f"kv_cache_dtype {kv_cache_dtype!r}: auto or fp8")
+        self.slots = slots = self._fit_slots(slots, cfg.num_hidden_layers * cfg.num_key_value_heads, self.kv_dtype)
+        self.batch_buckets = batch_buckets(slots)
         self.packed_prefill = on_gpu if packed_prefill is None else packed_prefill
         # gather arrivals into packed prefills while others decode (GPU default; the CPU has no host gap to save)
         self.admit_wait_s = (0.08 if on_gpu and self.packed_prefill else 0.0) if admit_wait_s is None else admit_wait_s
@@ -278,7 +298,7 @@ class SlotEngine(Engine):
         self._sampling_slots: set[int] = set()
         self.prefill_token_budget = prefill_token_budget
         self.cache = SlotCache(cfg.num_hidden_layers, slots, cfg.num_key_value_heads, self.max_len, self.head_dim,
-                               loaded.dtype, self.device)
+                               self.kv_dtype, self.device)
         params = inspect.signature(self.model.get_base_model().forward if hasattr(self.model, "get_base_model")
                                    else self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -337,7 +357,7 @@ class SlotEngine(Engine):
     def description(self) -> dict:
         attention = "triton" if self.triton_attention else "matmul" if self.matmul_attention else "sdpa"
         return {**super().description, "mode": "static", "slots": self.slots, "cuda_graphs": self.use_graphs,
-                "decode_attention": attention, "mixed_steps": self.mixed,
+                "decode_attention": attention, "mixed_steps": self.mixed, "kv_cache": str(self.kv_dtype),
                 "chunk_tokens": self.chunk_buckets[-1] if self.mixed else 0}
 
     def generate(self, requests: Sequence[GenerationRequest], on_delta: DeltaCallback | None = None
