@@ -36,7 +36,7 @@ def load_engine(s: Settings):
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         hf_logging.disable_progress_bar()  # "Loading weights" bars would clutter scripted stderr
     return build_engine(model_spec(s), s.engine_mode, s.max_context_tokens, s.engine_slots,
-                        kv_cache_dtype=s.kv_cache_dtype)
+                        kv_cache_dtype=s.kv_cache_dtype, mixed_steps=s.mixed_steps)
 
 
 @dataclass

@@ -4,6 +4,8 @@ token. The engine itself is checked end to end on SmolLM2 in test_serving_modes.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from model.chunk_attention import BLOCK, chunk_attention_reference
 from model.slots import plan_chunk
 
@@ -65,17 +67,24 @@ def test_reference_chunk_attention_matches_token_by_token_attention():
     torch.testing.assert_close(got[rows].double(), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_triton_chunk_kernel_matches_token_by_token_attention_in_the_interpreter(monkeypatch):
+def test_triton_chunk_kernel_matches_token_by_token_attention_in_the_interpreter(tmp_path):
     """The kernel's indexing, masking and online softmax, run by Triton's CPU interpreter in float32 (the interpreter
-    computes bf16 dot products wrongly; bf16 on a GPU is checked by `chunk_kernel_works` at engine start)."""
+    computes bf16 dot products wrongly; bf16 on a GPU is checked by `chunk_kernel_works` at engine start). In a
+    process of its own: the interpreter must be switched on before anything imports Triton."""
+    import os
+    import subprocess
+    import sys
+
     import torch
 
-    import model.chunk_attention as ca
-
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.setattr(ca, "_kernel", None)  # built under the interpreter, not kept for later tests
     q, k, v, meta, blocks = _case(torch.float32)
     expected, rows = _token_by_token(q, k, v, blocks)
-    got = ca.chunk_attention_triton(q, k, v, *meta, q.shape[-1] ** -0.5)
+    torch.save((q, k, v, meta), tmp_path / "case.pt")
+    code = ("import sys, torch; from model.chunk_attention import chunk_attention_triton as f; "
+            "q, k, v, meta = torch.load(sys.argv[1]); torch.save(f(q, k, v, *meta, q.shape[-1] ** -0.5), sys.argv[2])")
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "case.pt"), str(tmp_path / "out.pt")], cwd=repo,
+                   env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(repo)}, check=True, timeout=240)
+    got = torch.load(tmp_path / "out.pt")
     torch.testing.assert_close(got[rows].double(), expected, atol=1e-5, rtol=1e-5)
     assert (got[4 * BLOCK:] == 0).all()  # the padding block writes zeros
