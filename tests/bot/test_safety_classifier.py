@@ -77,6 +77,7 @@ def test_shipped_weights_are_whole_and_recorded():
     choice = weights["threshold_choice"]
     assert weights["threshold"] == (choice["out_of_fold_threshold"] if choice["chosen"] is None else choice["chosen"])
     assert choice["chosen"] == fit.CHOSEN_THRESHOLD and choice["note"]
+    assert weights["encoder_id"] == fit.ENCODER == "e5"
     assert weights["data"]["train.jsonl sha256"] == __import__("hashlib").sha256(fit.TRAIN.read_bytes()).hexdigest()
 
 
@@ -90,7 +91,7 @@ def test_training_data_shape():
     assert all(sum(r["category"] == c for r in crises) >= 100 for c in CATEGORIES)
 
 
-@pytest.mark.timeout(900)  # embeds all 4,425 messages afresh and fits six times: minutes on a busy 2-core box
+@pytest.mark.timeout(1500)  # embeds every labelled message afresh (e5) and fits six times: 13 min on a busy 2-core box
 def test_fit_is_deterministic_and_reproduces_the_shipped_model(tmp_path, monkeypatch):
     """Refit with fresh embeddings (no cache) and compare with the shipped file: same threshold and figures, the
     same weights up to float noise."""
@@ -120,6 +121,33 @@ def test_every_labelled_set_is_training_data_and_leave_one_set_out_holds_a_set_o
     assert len(fit.load_all(only=("train", "set", "fresh", "fresh2"))) < len(every)
     data = classifier.load_weights()["data"]
     assert data["messages"] == len(every) and data["sets"] == list(fit.TUNED_SETS)
+
+
+def test_blind_final_measures_are_never_training_data():
+    """Round 5: safety_fresh9 is measured once on the finished screen; the fit never reads it."""
+    assert fit.NOT_TRAINING and not set(fit.NOT_TRAINING) & set(fit.TUNED_SETS)
+    assert "fresh9" not in fit.load_sets() and "fresh8" in fit.LOSO_SETS
+
+
+def test_e5_encoder_is_deterministic_and_reads_other_languages():
+    """The same vectors one at a time and in a batch, unit length; a crisis said in German or Spanish lands nearer
+    its English wording than small talk does."""
+    from bot.safety import embed
+
+    enc = embed.encoder("e5")
+    texts = ["I want to kill myself", "ich will mich umbringen", "quiero matarme", "what a lovely sunny day"]
+    batch = enc(texts)
+    assert batch.shape == (4, 384) and bool((batch.norm(dim=-1) - 1).abs().max() < 1e-4)
+    assert bool((torch_stack([enc([t])[0] for t in texts]) - batch).abs().max() == 0)
+    assert float(batch[0] @ batch[1]) > float(batch[0] @ batch[3])
+    assert float(batch[0] @ batch[2]) > float(batch[0] @ batch[3])
+    assert enc([]).shape == (0, 384)
+
+
+def torch_stack(rows):
+    import torch
+
+    return torch.stack(rows)
 
 
 def test_leave_one_set_out_figures():
