@@ -30,13 +30,13 @@ def _settings(**overrides) -> Settings:
         raise typer.Exit(2) from e
 
 
-def _start(s: Settings, quiet: bool = False) -> None:
+def _start(s: Settings, quiet: bool = False, **checks) -> None:
     from bot.ops import start_ops
     from bot.runtime import setup_logging
 
     setup_logging("WARNING" if quiet else s.log_level, s.log_format)
     log.info("effective configuration: %s", json.dumps(s.redacted(), default=str))
-    start_ops(s)  # /healthz /readyz /metrics when COUNSEL_METRICS_PORT is set (bot/ops.py)
+    start_ops(s, **checks)  # /healthz /readyz /metrics when COUNSEL_METRICS_PORT is set (bot/ops.py)
 
 
 @app.command()
@@ -128,17 +128,14 @@ def worker(
     from model.redis_io import connect
     from model.worker import InferenceWorker, WorkerConfig
 
+    import threading
+
     s = _settings(worker_batch_size=batch_size, worker_batch_wait_ms=batch_wait_ms)
-    _start(s)
+    model_loaded = threading.Event()
+    _start(s, model=model_loaded.is_set)  # /readyz says not ready until the model is loaded, from its first answer
     if not s.redis_url:
         typer.echo("error: `counsel-bot worker` needs COUNSEL_REDIS_URL (the Redis its bots submit to).", err=True)
         raise typer.Exit(2)
-    import threading
-
-    from bot.ops import add_check
-
-    model_loaded = threading.Event()
-    add_check("model", model_loaded.is_set)  # /readyz says not ready until the model is loaded
     try:
         engine = load_engine(s)
     except ModelNotFound as e:

@@ -191,13 +191,11 @@ def start_ops(settings, **checks: Check) -> OpsServer | None:
             client = redis_client(settings.redis_url, min(2.0, settings.redis_timeout_s))
             _server.add_check("redis", redis_check(client))
             watch_queue_depth(redis_queue_depth(client))
+        for name, check in checks.items():  # before it serves: /readyz never answers without them
+            _server.add_check(name, check)
         _server.start()
+        return _server
     for name, check in checks.items():
         _server.add_check(name, check)
     return _server
 
-
-def add_check(name: str, check: Check) -> None:
-    """Register a readiness check on this process's endpoint, if it runs (e.g. the worker's model)."""
-    if _server is not None:
-        _server.add_check(name, check)
