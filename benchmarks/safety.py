@@ -4,7 +4,7 @@ layer), and rules + the learned classifier (what the screen runs).
 
     make bench-safety                          # the three tables
     python benchmarks/safety.py --misses       # also list what the dev split missed / wrongly flagged
-    python benchmarks/safety.py --loso --misses        # leave one set out over fresh4-7: the honest estimate (round 4)
+    python benchmarks/safety.py --loso --misses        # leave one set out over fresh4-8: the honest estimate
     python benchmarks/safety.py --loso --loso-before   # the same with each fold fitted on the third round's data only
     python benchmarks/safety.py --sweep fresh5 # recall / FPR of rules + classifier per threshold on one set
     python benchmarks/safety.py --classifier-only --with fresh5 --with fresh6   # add more sets as columns
@@ -15,8 +15,10 @@ messages others write is leave-one-set-out (`--loso`): for each of fresh4, fresh
 blind by a different writer), the classifier is fitted on every other labelled message (word-for-word duplicates of
 the held-out set removed too) and rules + classifier are measured on the held-out set; the table gives each fold,
 the mean and the worst, per threshold. The classifier half of that estimate is honest; the rules half is not fully,
-since round 4's rules were written after reading the folds' misses (see the README). The blind set for round 4 is
-written outside the repo and measured once by someone else.
+since round 4's rules were written after reading the folds' misses (the table "classifier alone" is honest on every
+fold). Round 5 added fresh8 (round 4's blind set, never read message by message: its fold is the one the rules were
+not written from, and its messages are never listed). fresh9 (`--with fresh9`) is round 5's blind final measure,
+not training data, aggregates only. History and figures: benchmarks/SAFETY.md.
 """
 
 from __future__ import annotations
@@ -99,11 +101,13 @@ def main() -> None:
     ap.add_argument("--rules-only", action="store_true", help="skip the embedding layers")
     ap.add_argument("--classifier-only", action="store_true", help="skip the nearest-example layer's table")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the embedding layer")
-    ap.add_argument("--with", dest="extra", action="append", default=[], choices=["fresh5", "fresh6", "fresh7", "fresh8", "fresh9"],
+    ap.add_argument("--with", dest="extra", action="append", default=[],
+                    choices=["fresh5", "fresh6", "fresh7", "fresh8", "fresh9"],
                     help="add a set as a column (fresh5-7: once blind, training data since round 4; fresh8: round "
-                         "4's blind final measure, not training data, never listed message by message)")
+                         "4's blind final measure, training data since round 5, never listed message by message; "
+                         "fresh9: round 5's blind final measure, not training data, never listed)")
     ap.add_argument("--loso", action="store_true",
-                    help="leave one set out: for each of fresh4-7, fit the learned layer on every other labelled "
+                    help="leave one set out: for each of fresh4-8, fit the learned layer on every other labelled "
                          "message and measure rules + layer on the held-out set (per fold, mean and worst)")
     ap.add_argument("--loso-before", action="store_true",
                     help="with --loso: fit each fold only on the third round's training data (train.jsonl, "
@@ -184,8 +188,9 @@ def classifier_tables(columns: dict[str, list[dict]], args) -> None:
             n = sum(r["text"] in own for r in columns[name])
             print(f"({name}: {n} of its {len(columns[name])} messages appear word for word in the training data)")
     alone = {name: evaluate(col, layer) for name, col in columns.items()}
-    print(f"\nClassifier alone (bot.safety.classifier: logistic regression over MiniLM + word n-grams, threshold "
-          f"{layer.threshold}; fitted on every labelled set, so every column is seen data):")
+    encoder = layer.meta.get("encoder_id", "minilm")
+    print(f"\nClassifier alone (bot.safety.classifier: logistic regression over {encoder} + word n-grams, threshold "
+          f"{layer.threshold}; fitted on every labelled set but fresh9, so every other column is seen data):")
     print(table(alone))
     both = {name: evaluate(col, lambda t: _two_layers(t, layer)) for name, col in columns.items()}
     print("\nRules + classifier (what `screen()` runs; seen data, see --loso for held-out figures):")
