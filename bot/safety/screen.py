@@ -6,9 +6,9 @@ Two layers, both cheap and explainable:
    experiences), removed or noted before
 3. the rule tables in `bot.safety.rules` (first-person phrasing per category, several languages).
 
-Behind the rules, a learned layer (`bot.safety.classifier`: logistic regression over MiniLM sentence embeddings and
-word features, weights in classifier.json) adds recall for implicit phrasing; `bot.safety.embed` holds the encoder
-and the switch (and the older nearest-example layer, kept for comparison in benchmarks/safety.py). The labelled set is benchmarks/safety_set.jsonl.
+Behind the rules, a learned layer (`bot.safety.classifier`: logistic regression over sentence embeddings, from
+multilingual-e5-small since round 5, and word features, weights in classifier.json) adds recall for implicit
+phrasing; `bot.safety.embed` holds the encoders and the switch (and the older nearest-example layer, kept for comparison in benchmarks/safety.py). The labelled set is benchmarks/safety_set.jsonl.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def screen_rules(text: str) -> Screening:
 
 
 def screen(text: str) -> Screening:
-    """The crisis screen for one message: the rules, then (where enabled) the learned layer over MiniLM
+    """The crisis screen for one message: the rules, then (where enabled) the learned layer over sentence
     embeddings (`bot.safety.classifier`), which sees what no rule was written for."""
     result = screen_rules(text)
     if result.crisis:
