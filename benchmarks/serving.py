@@ -215,7 +215,7 @@ def check(tok, timeout_s: float = 120.0) -> list[dict]:
         greedy = SamplingParams(temperature=0.0, max_new_tokens=40)
         reqs = [r.model_copy(update={"sampling": greedy}) for r in conversations(plain, 4, 60, 900, seed=5)]
         ref = [plain.generate([r])[0] for r in reqs]
-        eng = SlotEngine(lm, lm.max_context, slots=4, mixed=True)  # the plain engine's context: same prompts
+        eng = SlotEngine(lm, lm.max_context, slots=4)  # the same context as the plain engine: same prompts
         eng.eos_ids = NO_EOS
         eng.warmup()
         streaming = threading.Event()
@@ -346,8 +346,8 @@ def main() -> None:
 
     # order matters: the projection fusion changes the shared model in place, so the variants without it run first
     for key, opts in (("static-prev", None), ("static-noproj", {"fuse_proj": False}),
-                      ("static-nowait", {"admit_wait_s": 0.0}), ("static", {}), ("static-mixed", {"mixed": True}),
-                      ("static-mixed-fp8kv", {"mixed": True, "kv_cache_dtype": "fp8"}),
+                      ("static-nowait", {"admit_wait_s": 0.0, "mixed": False}), ("static-nomixed", {"mixed": False}),
+                      ("static", {}), ("static-fp8kv", {"kv_cache_dtype": "fp8"}),
                       ("static-matmul", {"triton_attention": False})):
         if key not in only:
             continue

@@ -61,8 +61,9 @@ class Settings(BaseSettings):
                             "on a static slot KV cache with CUDA-graph decoding; continuous = transformers' paged "
                             "continuous batching; auto = static on a CUDA GPU, plain on CPU")
     engine_slots: int = Field(64, ge=1, description="conversations decoded together (static/continuous modes)")
-    mixed_steps: bool = Field(False, description="static mode: prompts that arrive while others decode are prefilled "
-                                                  "in chunks inside the decode steps (CUDA with the Triton attention)")
+    mixed_steps: bool = Field(True, description="static mode on a GPU: prompts that arrive while others decode are "
+                                                 "prefilled in chunks inside the decode steps (with the Triton "
+                                                 "attention)")
     kv_cache_dtype: Literal["auto", "fp8"] = Field(
         "auto", description="static mode's K/V cache: auto = the model's dtype; fp8 = float8 e4m3, half the memory "
                             "and half the K/V each decode step reads (CUDA with the Triton attention only)")

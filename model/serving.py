@@ -27,7 +27,7 @@ def resolve_mode(mode: str, device: str) -> str:
 
 
 def engine_for(loaded: LoadedModel, mode: str = "auto", max_context_tokens: int | None = None, slots: int = 64,
-               warmup: bool = False, kv_cache_dtype: str = "auto", mixed_steps: bool = False):
+               warmup: bool = False, kv_cache_dtype: str = "auto", mixed_steps: bool = True):
     """An engine of the requested mode over an already loaded model (warmed up when asked: worker start)."""
     from model.engine import Engine
 
@@ -38,7 +38,8 @@ def engine_for(loaded: LoadedModel, mode: str = "auto", max_context_tokens: int 
         from model.slots import SlotEngine
 
         ctx = max_context_tokens or min(loaded.max_context, DEFAULT_SLOT_CONTEXT)
-        engine = SlotEngine(loaded, ctx, slots=slots, kv_cache_dtype=kv_cache_dtype, mixed=mixed_steps)
+        engine = SlotEngine(loaded, ctx, slots=slots, kv_cache_dtype=kv_cache_dtype,
+                            mixed=None if mixed_steps else False)  # None: on where the GPU kernels serve
     else:
         from model.cb_engine import ContinuousEngine
 
@@ -50,5 +51,5 @@ def engine_for(loaded: LoadedModel, mode: str = "auto", max_context_tokens: int 
 
 
 def build_engine(spec: ModelSpec, mode: str = "auto", max_context_tokens: int | None = None, slots: int = 64,
-                 warmup: bool = True, kv_cache_dtype: str = "auto", mixed_steps: bool = False):
+                 warmup: bool = True, kv_cache_dtype: str = "auto", mixed_steps: bool = True):
     return engine_for(load(spec), mode, max_context_tokens, slots, warmup, kv_cache_dtype, mixed_steps)

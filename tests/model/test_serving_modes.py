@@ -210,20 +210,20 @@ def test_engine_mode_setting(monkeypatch):
     monkeypatch.setenv("COUNSEL_ENGINE_MODE", "static")
     monkeypatch.setenv("COUNSEL_ENGINE_SLOTS", "16")
     s = load_settings()
-    assert s.engine_mode == "static" and s.engine_slots == 16 and s.kv_cache_dtype == "auto" and not s.mixed_steps
+    assert s.engine_mode == "static" and s.engine_slots == 16 and s.kv_cache_dtype == "auto" and s.mixed_steps
     monkeypatch.setenv("COUNSEL_KV_CACHE_DTYPE", "int4")
     with pytest.raises(ValueError, match="kv_cache_dtype"):
         load_settings()
 
 
 def test_fp8_kv_cache_is_asked_for_through_engine_for_and_needs_the_gpu_kernels(engine, caplog):
-    """COUNSEL_KV_CACHE_DTYPE=fp8 (and COUNSEL_MIXED_STEPS) reach the static engine; where the Triton kernels cannot read it (here: CPU) the
+    """COUNSEL_KV_CACHE_DTYPE=fp8 reaches the static engine; where the Triton kernels cannot read it (here: CPU) the
     cache keeps the model's dtype, with a warning, and serves as before."""
     import torch
 
-    eng = engine_for(engine.loaded, "static", 256, slots=2, kv_cache_dtype="fp8", mixed_steps=True)
+    eng = engine_for(engine.loaded, "static", 256, slots=2, kv_cache_dtype="fp8")
     try:
-        assert eng.mixed  # COUNSEL_MIXED_STEPS=true reaches it too (on CPU: the matrix-product reference)
+        assert not eng.mixed  # mixed steps are a GPU default (the CPU runs them only when a test asks)
         assert eng.kv_dtype == engine.loaded.dtype and eng.cache.k[0].dtype == engine.loaded.dtype
         assert "fp8 K/V cache needs the Triton attention" in caplog.text
         assert eng.generate([GenerationRequest(message="Hi", sampling=PENALIZED)])[0].ok
