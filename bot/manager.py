@@ -130,7 +130,7 @@ class ConversationManager:
             text = text[: self.cfg.max_message_chars]
 
         # Crisis first: screened before rate limits and before any waiting. The rules alone (~0.2 ms) run here;
-        # with the embedding layer (CPU work, loads MiniLM on first use) the screen runs in a thread so the event
+        # with the embedding layer (CPU work, loads its encoder on first use) the screen runs in a thread so the event
         # loop stays free to acknowledge other events (Slack's 3 s) and keep gateway heartbeats. One screening
         # thread, first in first out: messages leave the screen in the order they arrived.
         if embed.ENABLED:

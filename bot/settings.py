@@ -80,8 +80,8 @@ class Settings(BaseSettings):
     careful_mode_hours: float = Field(24.0, ge=0, description="how long a conversation stays careful after a crisis")
     region: str = Field("US", description="crisis resources region: US, UK, IE, CA, AU, or INTL")
     log_message_text: bool = Field(False, description="log message text (health data!) - for local debugging only")
-    safety_embedding: bool = Field(True, description="crisis screen: add the embedding layer (MiniLM, CPU, loads "
-                                                     "once) behind the rules; false = rules only")
+    safety_embedding: bool = Field(True, description="crisis screen: add the embedding layer (multilingual-e5-small, "
+                                                     "CPU, loads once) behind the rules; false = rules only")
 
     # --- Discord -------------------------------------------------------------------------------------------
     discord_token: SecretStr | None = Field(None, validation_alias=_alias("DISCORD_TOKEN"),
