@@ -136,7 +136,7 @@ def mixed_attention(layout: MixedLayout, query, key, value, scaling: float | Non
 
     from model.fused import slot_attention, triton_decode_attention
 
-    _, h, t, d = query.shape
+    _, h, _, d = query.shape
     b = layout.b
     scale = scaling if scaling is not None else d ** -0.5
     q = query[0].transpose(0, 1)  # [T, H, D], a view (last dim contiguous)
