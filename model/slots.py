@@ -670,10 +670,8 @@ class SlotEngine(Engine):
 
         from model.chunk_attention import BLOCK
 
-        g = chunk // BLOCK
-        ids, pos, wslot = [0] * chunk, [self.park] * chunk, [0] * chunk
-        bslot, bstart, blen = [0] * g, [0] * g, [0] * g
-        cidx, cslot, cpos = [0] * g, [self.slots] * g, [0] * g  # unused first-token rows write the scratch row
+        lay = self._blank_layout(chunk)
+        ids, pos, wslot, bslot, bstart, blen, cidx, cslot, cpos = lay
         cursor, done, first = 0, 0, {}
         for seq, take in plan:
             s0 = seq.prefilled
@@ -693,18 +691,24 @@ class SlotEngine(Engine):
         while self._prefilling and self._prefilling[0].prefilled == len(self._prefilling[0].prompt_ids):
             self._prefilling.popleft()
         host = self._chunk_host[self._flip][chunk]  # the buffer of two steps ago: its copy has run
-        host.copy_(torch.tensor(ids + pos + wslot + bslot + bstart + blen + cidx + cslot + cpos))
+        host.copy_(torch.tensor([x for field in lay for x in field]))
         self._chunk_dev[chunk].copy_(host, non_blocking=True)
         return first
 
-    def _idle_layout(self, chunk: int):
-        """A chunk of padding only: what mixed graphs are captured with (their warm-up runs write nothing real)."""
-        import torch
-
+    def _blank_layout(self, chunk: int) -> _Layout:
+        """A chunk of padding only, as lists in `_Layout` order: tokens at `park` of slot 0, empty blocks, unused
+        first-token rows on the scratch row. `_upload_chunk` fills it in."""
         from model.chunk_attention import BLOCK
 
         g = chunk // BLOCK
-        return torch.tensor([0] * chunk + [self.park] * chunk + [0] * (chunk + 4 * g) + [self.slots] * g + [0] * g)
+        return _Layout([0] * chunk, [self.park] * chunk, [0] * chunk, [0] * g, [0] * g, [0] * g, [0] * g,
+                       [self.slots] * g, [0] * g)
+
+    def _idle_layout(self, chunk: int):
+        """The padding-only chunk as a tensor: what mixed graphs are captured with (warm-ups write nothing real)."""
+        import torch
+
+        return torch.tensor([x for field in self._blank_layout(chunk) for x in field])
 
     def _collect(self, launched) -> None:
         """Read a launched step's tokens (waiting without holding the GIL, so clients keep arriving) and hand them
