@@ -173,9 +173,11 @@ def steady(engine, reqs: list[GenerationRequest], spread_s: float, seconds: floa
         t.start()
     w0 = start + spread_s + 2.0
     time.sleep(max(0.0, w0 - time.perf_counter()))
-    tok0, t_a = engine.stats.generated_tokens, time.perf_counter()
+    snap0, t_a = counters(engine), time.perf_counter()
     time.sleep(max(0.0, stop - time.perf_counter()))
-    tok1, t_b = engine.stats.generated_tokens, time.perf_counter()
+    snap1, t_b = counters(engine), time.perf_counter()
+    window_counters = {k: snap1[k] - snap0[k] for k in snap0}
+    tok0, tok1 = snap0["generated_tokens"], snap1["generated_tokens"]
     for t in threads:
         t.join(120)
     bad = [r for r in finished if not r.ok]
@@ -186,7 +188,16 @@ def steady(engine, reqs: list[GenerationRequest], spread_s: float, seconds: floa
     return {"conversations": n, "tokens": tok1 - tok0, "seconds": t_b - t_a, "tok_s": (tok1 - tok0) / (t_b - t_a),
             "ttft_p50_s": statistics.median(window) if window else float("nan"), "ttft_p95_s": q[18],
             "ttft_max_s": window[-1] if window else float("nan"), "replies_in_window": len(window),
-            "replies_total": len(finished), "scenario": "steady"}
+            "replies_total": len(finished), "scenario": "steady", "window_counters": window_counters}
+
+
+COUNTERS = ("generated_tokens", "decode_steps", "decoded_rows", "prefill_tokens", "prefill_seconds", "wait_seconds",
+            "busy_seconds", "mixed_steps", "chunk_tokens")
+
+
+def counters(engine) -> dict:
+    """The engine's cumulative counters now (the previous engine lacks some: 0)."""
+    return {k: getattr(engine.stats, k, 0) for k in COUNTERS}
 
 
 def check(tok, timeout_s: float = 120.0) -> list[dict]:
@@ -377,12 +388,10 @@ def main() -> None:
         record(name, mode=key, batch=args.concurrent, scenario="burst",
                **concurrent(eng, reqs, args.spread, args.timeout))
         if args.steady > 0:
-            fields = ("decode_steps", "decoded_rows", "prefill_tokens", "prefill_seconds", "wait_seconds",
-                      "busy_seconds", "mixed_steps", "chunk_tokens")
-            before = {k: getattr(eng.stats, k, 0) for k in fields}
             res = steady(eng, reqs, args.spread, args.steady)
-            delta = {k: getattr(eng.stats, k, 0) - before[k] for k in fields}
-            if delta["decode_steps"] and delta["decoded_rows"]:  # the previous engine does not count these  # where the scenario's time went (whole run, ramp included)
+            delta = res.get("window_counters", {})
+            if delta.get("decode_steps") and delta.get("decoded_rows"):  # the previous engine does not count these
+                # where the measured window's time went (engine counters between the window's start and end)
                 res["mean_batch"] = delta["decoded_rows"] / delta["decode_steps"]
                 res["prefill_share"] = delta["prefill_seconds"] / max(1e-9, delta["busy_seconds"])
                 res["ms_per_decode_step"] = 1000 * (delta["busy_seconds"] - delta["prefill_seconds"]) / \
