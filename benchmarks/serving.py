@@ -15,6 +15,10 @@ Scenarios
   next conversation (the same prompt mix) as soon as its reply is complete, for `--steady` seconds: 64
   conversations in flight all the time, as on a busy deployment. Aggregate tokens/s = tokens the engine generated
   between `--spread` + 2 s and the end / that time; TTFT over the conversations that arrived in that window.
+- 64 concurrent, steady, multi-turn (`--turns` seconds): the same, but a client's next request is the next turn of
+  its conversation (its message and the reply join the history, a new question follows) while the prompt stays
+  within 1,000 tokens, then it starts a new one. This is where K/V kept between turns pays (`static` vs
+  `static-noreuse`). The engine's counters in the rows (rows per step, ms per step, shares) cover the window only.
 
 Run on the GPU host (see ../shared/gpu/README.md):  python benchmarks/serving.py [--only static,continuous]
 """
@@ -142,10 +146,14 @@ def concurrent(engine, reqs: list[GenerationRequest], spread_s: float, timeout_s
             "engine_queue_p50_s": statistics.median(eng_q), "engine_queue_max_s": eng_q[-1]}
 
 
-def steady(engine, reqs: list[GenerationRequest], spread_s: float, seconds: float, seed: int = 2) -> dict:
+def steady(engine, reqs: list[GenerationRequest], spread_s: float, seconds: float, seed: int = 2,
+           turns: bool = False, max_prompt: int = 1000) -> dict:
     """Closed loop: len(reqs) clients, each repeating conversations from its own slice of the mix until `seconds`
-    have passed; throughput measured on the engine's token counter after everyone has started."""
+    have passed; throughput measured on the engine's token counter after everyone has started. With `turns`, a
+    client's next request continues its conversation (its last message and the reply join the history, a new
+    question follows) while the prompt stays within `max_prompt` tokens, then it starts the next one of its slice."""
     rng = random.Random(seed)
+    questions = [q[:600] for q, _ in texts()]
     n = len(reqs)
     offsets = [rng.uniform(0, spread_s) for _ in range(n)]
     lock = threading.Lock()
@@ -156,9 +164,19 @@ def steady(engine, reqs: list[GenerationRequest], spread_s: float, seconds: floa
 
     def client(c: int) -> None:
         time.sleep(max(0.0, start + offsets[c] - time.perf_counter()))
-        k = 0
+        k, req, asked = 0, None, random.Random(c)
         while time.perf_counter() < stop:
-            req = reqs[(c + 7 * k) % n].model_copy(update={"request_id": f"{c}-{k}"})
+            if req is not None and turns and res.ok:
+                history = req.history + [Turn(role="user", content=req.message),
+                                         Turn(role="assistant", content=res.text)]
+                req = req.model_copy(update={"history": history, "message": asked.choice(questions),
+                                             "request_id": f"{c}-{k}"})
+                if engine.count_tokens(engine.prompt_for(req)) > max_prompt:
+                    req = None
+            else:
+                req = None
+            if req is None:
+                req = reqs[(c + 7 * k) % n].model_copy(update={"request_id": f"{c}-{k}"})
             first: list[float] = []
             t0 = time.perf_counter()
             res = engine.generate([req], lambda rid, d: first.append(time.perf_counter()) if not first else None)[0]
@@ -185,14 +203,31 @@ def steady(engine, reqs: list[GenerationRequest], spread_s: float, seconds: floa
         return {"error": f"{len(bad)} failed: {bad[0].error}"}
     window = sorted(x for a, x in ttft if w0 <= a <= stop)
     q = statistics.quantiles(window, n=20, method="inclusive") if len(window) >= 2 else [float("nan")] * 19
-    return {"conversations": n, "tokens": tok1 - tok0, "seconds": t_b - t_a, "tok_s": (tok1 - tok0) / (t_b - t_a),
+    return {"conversations": n, "turns": turns, "tokens": tok1 - tok0, "seconds": t_b - t_a,
+            "tok_s": (tok1 - tok0) / (t_b - t_a),
             "ttft_p50_s": statistics.median(window) if window else float("nan"), "ttft_p95_s": q[18],
             "ttft_max_s": window[-1] if window else float("nan"), "replies_in_window": len(window),
             "replies_total": len(finished), "scenario": "steady", "window_counters": window_counters}
 
 
 COUNTERS = ("generated_tokens", "decode_steps", "decoded_rows", "prefill_tokens", "prefill_seconds", "wait_seconds",
-            "busy_seconds", "mixed_steps", "chunk_tokens")
+            "busy_seconds", "mixed_steps", "chunk_tokens", "reused_tokens")
+
+
+def with_counters(res: dict) -> dict:
+    """A steady result plus where the measured window's time went (engine counters between its start and end)."""
+    delta = res.get("window_counters", {})
+    if not (delta.get("decode_steps") and delta.get("decoded_rows")):  # the previous engine does not count these
+        return res
+    busy = max(1e-9, delta["busy_seconds"])
+    return {**res, "mean_batch": delta["decoded_rows"] / delta["decode_steps"],
+            "prefill_share": delta["prefill_seconds"] / busy,
+            "ms_per_decode_step": 1000 * (delta["busy_seconds"] - delta["prefill_seconds"]) / delta["decode_steps"],
+            "gpu_wait_share": delta["wait_seconds"] / busy,
+            "prefill_tokens_per_reply_token": delta["prefill_tokens"] / max(1, delta["decoded_rows"]),
+            "reused_share": delta["reused_tokens"] / max(1, delta["reused_tokens"] + delta["prefill_tokens"]),
+            "mixed_share": delta["mixed_steps"] / delta["decode_steps"],
+            "chunk_tokens_per_mixed_step": delta["chunk_tokens"] / max(1, delta["mixed_steps"])}
 
 
 def counters(engine) -> dict:
@@ -277,6 +312,8 @@ def main() -> None:
     ap.add_argument("--spread", type=float, default=4.0, help="arrivals spread over this many seconds")
     ap.add_argument("--timeout", type=float, default=120.0, help="give up a concurrent scenario after this")
     ap.add_argument("--steady", type=float, default=30.0, help="length of the steady closed-loop scenario (0 = skip)")
+    ap.add_argument("--turns", type=float, default=0.0, help="length of a second steady scenario in which each "
+                    "client's next request continues its conversation (0 = skip)")
     ap.add_argument("--context", type=int, default=1280, help="slot length (prompt + reply) for the static mode")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke test: a 2-layer model, no NF4 baseline")
     ap.add_argument("--check", action="store_true", help="only the correctness check of the static engine on this "
@@ -358,7 +395,7 @@ def main() -> None:
     # order matters: the projection fusion changes the shared model in place, so the variants without it run first
     for key, opts in (("static-prev", None), ("static-noproj", {"fuse_proj": False}),
                       ("static-nowait", {"admit_wait_s": 0.0, "mixed": False}), ("static-nomixed", {"mixed": False}),
-                      ("static", {}), ("static-fp8kv", {"kv_cache_dtype": "fp8"}),
+                      ("static-noreuse", {"reuse_prefix": False}), ("static", {}), ("static-fp8kv", {"kv_cache_dtype": "fp8"}),
                       ("static-matmul", {"triton_attention": False})):
         if key not in only:
             continue
@@ -387,20 +424,10 @@ def main() -> None:
         concurrent(eng, reqs[:8], 0.5, args.timeout)  # exercise admission once before measuring
         record(name, mode=key, batch=args.concurrent, scenario="burst",
                **concurrent(eng, reqs, args.spread, args.timeout))
-        if args.steady > 0:
-            res = steady(eng, reqs, args.spread, args.steady)
-            delta = res.get("window_counters", {})
-            if delta.get("decode_steps") and delta.get("decoded_rows"):  # the previous engine does not count these
-                # where the measured window's time went (engine counters between the window's start and end)
-                res["mean_batch"] = delta["decoded_rows"] / delta["decode_steps"]
-                res["prefill_share"] = delta["prefill_seconds"] / max(1e-9, delta["busy_seconds"])
-                res["ms_per_decode_step"] = 1000 * (delta["busy_seconds"] - delta["prefill_seconds"]) / \
-                    delta["decode_steps"]
-                res["gpu_wait_share"] = delta["wait_seconds"] / max(1e-9, delta["busy_seconds"])
-                res["prefill_tokens_per_reply_token"] = delta["prefill_tokens"] / max(1, delta["decoded_rows"])
-                res["mixed_share"] = delta["mixed_steps"] / delta["decode_steps"]
-                res["chunk_tokens_per_mixed_step"] = delta["chunk_tokens"] / max(1, delta["mixed_steps"])
-            record(name, mode=key, batch=args.concurrent, **res)
+        for scenario, seconds, turns in (("steady", args.steady, False), ("steady, multi-turn", args.turns, True)):
+            if seconds > 0:
+                res = with_counters(steady(eng, reqs, args.spread, seconds, turns=turns))
+                record(name, mode=key, batch=args.concurrent, **{**res, "scenario": scenario})
         log.info("%s stats %s", key, eng.stats)
         eng.close()
         del eng
@@ -444,6 +471,8 @@ def main() -> None:
         if "mean_batch" in r:
             note += (f" mean batch {r['mean_batch']:.0f}, {r['ms_per_decode_step']:.1f} ms/step, prefill "
                      f"{100 * r['prefill_share']:.0f}% of time")
+            if r.get("reused_share"):
+                note += f", {100 * r['reused_share']:.0f}% of prompt tokens reused"
             if r.get("mixed_share"):
                 note += (f", {100 * r['mixed_share']:.0f}% of steps mixed ({r['chunk_tokens_per_mixed_step']:.0f} "
                          "prompt tokens each)")

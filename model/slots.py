@@ -70,6 +70,21 @@ def admission_due(waiting_tokens: int, oldest_wait_s: float, active: int, min_to
     return active == 0 or waiting_tokens >= min_tokens or oldest_wait_s >= max_wait_s
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading items `a` and `b` share (list slices compare in C: a binary search over them)."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def plan_chunk(remaining: Sequence[int], budget: int, block: int) -> list[int]:
     """How many prompt tokens each waiting prompt (in arrival order) puts into the next chunk: as many as fit in
     `budget`, each piece taking whole blocks of `block` (a piece starts on a block boundary). A prompt that does not
@@ -175,7 +190,8 @@ class _Seq:
     tokens: list[int] = field(default_factory=list)
     slot: int = -1
     fed: int = 0  # decode steps launched for it (each feeds one token and samples the next)
-    prefilled: int = 0  # prompt tokens already sent in mixed steps' chunks
+    prefilled: int = 0  # prompt tokens whose K/V the slot holds (reused, or sent in mixed steps' chunks)
+    reused: int = 0  # prompt tokens whose K/V the slot already held when it was taken (not prefilled)
     stream: TextStream | None = None
     submitted: float = field(default_factory=time.perf_counter)
     started: float = 0.0
@@ -196,6 +212,7 @@ class SlotStats:
     decoded_rows: int = 0  # sum over decode steps of the rows that needed a token (mean batch = / decode_steps)
     mixed_steps: int = 0  # decode steps that also carried a chunk of prompts (counted in decode_steps too)
     chunk_tokens: int = 0  # prompt tokens prefilled inside mixed steps (also in prefill_tokens when a prompt ends)
+    reused_tokens: int = 0  # prompt tokens whose K/V a free slot still held from an earlier turn (not prefilled)
     active: int = 0
     queued: int = 0
     graphs: int = 0
@@ -216,7 +233,8 @@ class SlotEngine(Engine):
                  fuse: bool | None = None, packed_prefill: bool | None = None, matmul_attention: bool | None = None,
                  triton_attention: bool | None = None, fuse_proj: bool | None = None,
                  admit_wait_s: float | None = None, admit_min_tokens: int | None = None, mixed: bool | None = None,
-                 chunk_buckets: Sequence[int] = (128, 256, 512), kv_cache_dtype: str = "auto"):
+                 chunk_buckets: Sequence[int] = (128, 256, 512), kv_cache_dtype: str = "auto",
+                 reuse_prefix: bool | None = None):
         import torch
 
         super().__init__(loaded, max_context_tokens)
@@ -327,6 +345,13 @@ class SlotEngine(Engine):
         self._pool = None
         self._free = list(range(slots))
         heapq.heapify(self._free)
+        # K/V kept between turns (with mixed steps): a finished conversation's slot keeps its tokens' K/V until the
+        # slot is taken again; a prompt that starts with those tokens (the next turn re-sends the history) takes that
+        # slot and prefills only the rest. The K/V of a prefix depends on its tokens alone, so any prompt with the
+        # same tokens may use it: nothing of another conversation reaches a reply that its prompt does not contain.
+        self.reuse_prefix = self.mixed if reuse_prefix is None else (reuse_prefix and self.mixed)
+        # free slot -> (the tokens whose K/V it holds at positions 0..n-1, how many of them were its prompt)
+        self._held: dict[int, tuple[list[int], int]] = {}
         self._active: dict[int, _Seq] = {}
         self._pending: deque[_Seq] = deque()
         self._prefilling: deque[_Seq] = deque()  # admitted to a slot, prompt sent in mixed steps' chunks
@@ -354,7 +379,8 @@ class SlotEngine(Engine):
         attention = "triton" if self.triton_attention else "matmul" if self.matmul_attention else "sdpa"
         return {**super().description, "mode": "static", "slots": self.slots, "cuda_graphs": self.use_graphs,
                 "decode_attention": attention, "mixed_steps": self.mixed, "kv_cache": str(self.kv_dtype),
-                "chunk_tokens": self.chunk_buckets[-1] if self.mixed else 0}
+                "chunk_tokens": self.chunk_buckets[-1] if self.mixed else 0,
+                "prefix_reuse": self.reuse_prefix and self.mixed}
 
     def generate(self, requests: Sequence[GenerationRequest], on_delta: DeltaCallback | None = None
                  ) -> list[GenerationResult]:
@@ -478,16 +504,17 @@ class SlotEngine(Engine):
                         len(self._active), self.admit_min_tokens, self.admit_wait_s))
                     while due and self._pending and self._free and (budget > 0 or not admitted):
                         seq = self._pending.popleft()
-                        seq.slot = heapq.heappop(self._free)
-                        budget -= len(seq.prompt_ids)
+                        self._take_slot(seq)
+                        budget -= len(seq.prompt_ids) - seq.reused
                         admitted.append(seq)
                     self.stats.queued = len(self._pending)
                 t0 = time.perf_counter()
                 try:
-                    if admitted and chunked:
-                        for seq in admitted:
-                            self._admit_chunked(seq)
-                    elif admitted:
+                    # a prompt whose start the slot already holds is always prefilled in mixed steps (its rest)
+                    for seq in [q for q in admitted if chunked or q.reused]:
+                        self._admit_chunked(seq)
+                    admitted = [q for q in admitted if not (chunked or q.reused)]
+                    if admitted:
                         # The step in flight keeps running: the prefill's kernels queue behind it on the same stream
                         # (so the host builds the prefill while the GPU decodes), and its rows are safe: an admitted
                         # slot was freed by an earlier collect, its stale row in flight writes only its own slot
@@ -575,7 +602,7 @@ class SlotEngine(Engine):
         if not s.greedy:
             self._sampling_slots.add(i)
         self._active[i] = seq
-        seq.fed = 0
+        seq.fed, seq.prefilled = 0, n
         self.stats.prefill_tokens += n
         if s.seed is not None:
             torch.manual_seed(s.seed)
@@ -599,11 +626,41 @@ class SlotEngine(Engine):
         self.top_p[i] = s.top_p
         self.greedy[i] = s.greedy
 
+    def _take_slot(self, seq: _Seq) -> None:
+        """A free slot for `seq`, and how much of its prompt that slot's K/V already covers (`seq.slot`,
+        `seq.reused`): a slot whose last conversation this prompt continues (it starts with that conversation's whole
+        prompt: a next turn), else the lowest free slot that holds nothing, else the held slot sharing the longest
+        start with the prompt (ties: the one freed longest ago; most prompts share the system prompt). Reuse counts
+        only from `BLOCK` tokens on, and leaves the prompt's last token to prefill (its logits give the first token)."""
+        from model.chunk_attention import BLOCK
+
+        shared = {}
+        if self.reuse_prefix and self.mixed:
+            shared = {slot: (common_prefix(held, seq.prompt_ids), prompt_len)
+                      for slot, (held, prompt_len) in self._held.items()}  # in the order the slots were freed
+        continued = [slot for slot, (n, prompt_len) in shared.items() if n >= max(prompt_len, BLOCK)]
+        unheld = [i for i in self._free if i not in self._held]
+        if continued:
+            best = max(continued, key=lambda i: shared[i][0])
+        elif unheld:
+            best = min(unheld)
+        elif shared:
+            best = max(shared, key=lambda i: shared[i][0])  # max keeps the first (oldest) of equals
+        else:
+            best = next(iter(self._held))
+        reuse = min(shared.get(best, (0, 0))[0], len(seq.prompt_ids) - 1)
+        reuse = reuse if reuse >= BLOCK else 0
+        self._free.remove(best)
+        heapq.heapify(self._free)
+        self._held.pop(best, None)
+        seq.slot, seq.reused = best, reuse
+        self.stats.reused_tokens += reuse
+
     def _admit_chunked(self, seq: _Seq) -> None:
         """A slot for a prompt that mixed steps will prefill: its row parked until the step that takes the prompt's
         last chunk samples its first token."""
         seq.started = time.perf_counter()
-        seq.prefilled = 0
+        seq.prefilled = seq.reused
         self._init_slot(seq)
         self.pos_buf[seq.slot, 0] = self.park
         self._prefilling.append(seq)
@@ -655,7 +712,7 @@ class SlotEngine(Engine):
         for i, seq in first.items():  # prefilled: the next step feeds the first token sampled by this one
             self._active[i] = seq
             seq.fed = 0
-            self.stats.prefill_tokens += len(seq.prompt_ids)
+            self.stats.prefill_tokens += len(seq.prompt_ids) - seq.reused
             if not seq.req.sampling.greedy:
                 self._sampling_slots.add(i)
         self.stats.decode_steps += 1
@@ -872,6 +929,11 @@ class SlotEngine(Engine):
         if seq.slot >= 0:
             if error is None:  # its row stays parked until the slot is used again (one K/V read a step)
                 self.pos_buf[seq.slot, 0] = self.park
+                if self.reuse_prefix and self.mixed and seq.prefilled == len(seq.prompt_ids):
+                    # the K/V written: the prompt and every reply token fed back (all but the last after a length
+                    # stop; all of them after EOS, which is not kept)
+                    held = seq.prompt_ids + (seq.tokens if seq.stopped else seq.tokens[:-1])
+                    self._held[seq.slot] = (held, len(seq.prompt_ids))
             heapq.heappush(self._free, seq.slot)
             seq.slot = -1
         end = time.perf_counter()

@@ -321,3 +321,68 @@ def test_mixed_steps_sample_and_respect_limits(engine):
     assert out[0].completion_tokens == 30
     assert got[0].ok and 0 < got[0].completion_tokens <= 7 and got[0].text
     assert got[1].ok and got[1].completion_tokens == 1
+
+
+def test_a_next_turn_reuses_the_slot_that_holds_its_conversation_and_keeps_the_text(reference, engine):
+    """K/V kept between turns (with mixed steps): a conversation's next turn starts with its whole previous prompt
+    and reply, so it takes the slot that still holds them and prefills only the new part; another conversation's
+    first turn meanwhile takes a slot that holds nothing (the held conversation is not evicted while there is one).
+    Every text is the plain path's."""
+    reqs, ref = reference
+    first = reqs[0]
+    eng = SlotEngine(engine.loaded, 512, slots=2, mixed=True, chunk_buckets=(32, 64))
+    try:
+        got1 = eng.generate([first])[0]
+        held_slot = next(iter(eng._held))
+        got_other = eng.generate([reqs[2]])[0]  # another conversation: the free slot that holds nothing
+        assert held_slot in eng._held
+        follow = GenerationRequest(message="Is it normal to feel this way?", sampling=PENALIZED,
+                                   history=[Turn(role="user", content=first.message),
+                                            Turn(role="assistant", content=got1.text)])
+        reused0 = eng.stats.reused_tokens
+        got2 = eng.generate([follow])[0]
+        reused = eng.stats.reused_tokens - reused0
+    finally:
+        eng.close()
+    assert got1.text == ref[0].text and got_other.text == ref[2].text
+    assert min(greedy_leads(engine, follow)) >= MIN_LEAD, "near-tie in the reference: pick another follow-up"
+    assert got2.text == engine.generate([follow])[0].text
+    # at least the first turn's whole prompt came from the held slot; the new part was prefilled in mixed steps
+    assert got1.prompt_tokens <= reused < got2.prompt_tokens
+    assert eng.stats.prefill_tokens + eng.stats.reused_tokens == \
+        got1.prompt_tokens + got_other.prompt_tokens + got2.prompt_tokens
+
+
+def test_take_slot_prefers_the_continued_conversation_then_an_empty_slot_then_the_longest_shared_start(engine):
+    """Slot choice on hand-made held contents (no forward runs)."""
+    eng = SlotEngine(engine.loaded, 512, slots=3, mixed=True, chunk_buckets=(32,))
+    try:
+        system = list(range(1000, 1040))  # 40 tokens every prompt starts with
+        conv_a, conv_b = system + list(range(50)), system + list(range(100, 170))
+        eng._free = [0, 1, 2]
+        eng._held = {1: (conv_a + [7, 8], len(conv_a)), 2: (conv_b, len(conv_b) - 20)}
+
+        def take(prompt):
+            seq = eng._make_seq(GenerationRequest(message="x"), None)
+            seq.prompt_ids = prompt
+            eng._take_slot(seq)
+            return seq.slot, seq.reused
+
+        assert take(conv_a + [7, 8, 9, 10]) == (1, len(conv_a) + 2)  # a next turn of A: A's slot, all of it reused
+        assert take(system + [5, 5, 5]) == (0, 0)  # a new conversation: the empty slot, B stays held
+        assert take(system + [6, 6]) == (2, 40)  # no empty slot left: the shared system prompt from B's slot
+        assert eng._free == [] and eng._held == {}
+        # a prompt entirely held still prefills its last token (its logits give the first reply token)
+        eng._free, eng._held = [0], {0: (conv_b, len(conv_b))}
+        assert take(conv_b) == (0, len(conv_b) - 1)
+    finally:
+        eng.close()
+
+
+def test_common_prefix():
+    from model.slots import common_prefix
+
+    assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
+    assert common_prefix([1, 2], [1, 2, 3]) == 2
+    assert common_prefix([], [1]) == 0 and common_prefix([5], [6]) == 0
+    assert common_prefix(list(range(1000)), list(range(777)) + [0]) == 777
