@@ -4,10 +4,12 @@ layer), and rules + the learned classifier (what the screen runs).
 
     make bench-safety                          # the three tables
     python benchmarks/safety.py --misses       # also list what the dev split missed / wrongly flagged
-    python benchmarks/safety.py --loso --misses        # leave one set out over fresh4-8: the honest estimate
+    python benchmarks/safety.py --loso --misses        # leave one set out over fresh4-9: the held-out estimate
+    python benchmarks/safety.py --loso --honest        # the same with, per fold, rules not written from that fold
     python benchmarks/safety.py --loso --loso-before   # the same with each fold fitted on the third round's data only
     python benchmarks/safety.py --sweep fresh5 # recall / FPR of rules + classifier per threshold on one set
     python benchmarks/safety.py --classifier-only --with fresh5 --with fresh6   # add more sets as columns
+    python benchmarks/safety.py --classifier-only --set /path/to/blind.jsonl    # a set from anywhere, aggregates only
 
 Round 4: every labelled set in the repo is training data (train.jsonl, safety_set, fresh, fresh2-7), so no column
 here is unseen by the shipped classifier, and fresh4-7 were also read to write rules. The estimate of performance on
@@ -17,8 +19,11 @@ the held-out set removed too) and rules + classifier are measured on the held-ou
 the mean and the worst, per threshold. The classifier half of that estimate is honest; the rules half is not fully,
 since round 4's rules were written after reading the folds' misses (the table "classifier alone" is honest on every
 fold). Round 5 added fresh8 (round 4's blind set, never read message by message: its fold is the one the rules were
-not written from, and its messages are never listed). fresh9 (`--with fresh9`) is round 5's blind final measure,
-not training data, aggregates only. History and figures: benchmarks/SAFETY.md.
+not written from, and its messages are never listed). Round 6 added fresh9 (round 5's blind final measure, read
+message by message in round 6 to write rules and training messages). A new blind set is measured from outside the
+repo with `--set PATH` (any labelled jsonl, as many as wanted): aggregates only, its messages are never listed.
+`--honest` counts, on each leave-one-set-out fold, rules that were not written from that fold (`HONEST_RULES`: each
+fold's rules taken from a git commit). History and figures: benchmarks/SAFETY.md.
 """
 
 from __future__ import annotations
@@ -42,10 +47,19 @@ FRESH5 = Path(__file__).with_name("safety_fresh5.jsonl")  # written blind; only 
 FRESH6 = Path(__file__).with_name("safety_fresh6.jsonl")  # written blind; the second round's final measure
 FRESH7 = Path(__file__).with_name("safety_fresh7.jsonl")  # written blind; the third round's final measure
 FRESH8 = Path(__file__).with_name("safety_fresh8.jsonl")  # written blind outside the repo; round 4's final measure
-FRESH9 = Path(__file__).with_name("safety_fresh9.jsonl")  # written blind outside the repo; round 5's final measure
+FRESH9 = Path(__file__).with_name("safety_fresh9.jsonl")  # written blind outside the repo; round 5's final measure,
+# read and trained on since round 6
 BLIND = {"fresh3": FRESH3, "fresh4": FRESH4, "fresh5": FRESH5, "fresh6": FRESH6, "fresh7": FRESH7, "fresh8": FRESH8,
          "fresh9": FRESH9}
-NEVER_LISTED = ("fresh8", "fresh9")  # aggregates only: their messages are never printed (misses, false positives)
+NEVER_LISTED = ("fresh8",)  # aggregates only: their messages are never printed (misses, false positives); so are
+# the columns added with --set
+# Leave one set out with rules no fold was read for (--honest): per fold, the commit whose rules (bot/safety/rules.py
+# and screen.py) were written without reading that fold; None = the current rules. fresh4-7 were read for round 4's
+# rules, so they get round 3's (a000a85); fresh8 was never read; fresh9 was read for round 6's rules, so it gets round
+# 5's (db079df, unchanged since round 4).
+HONEST_RULES = {"fresh4": "a000a85", "fresh5": "a000a85", "fresh6": "a000a85", "fresh7": "a000a85", "fresh8": None,
+                "fresh9": "db079df"}
+NEVER_LISTED_NOW: set[str] = set()  # the columns of this run added with --set
 UNSEEN = tuple(BLIND)  # were blind until round 4 (now training data too: see --loso); --test-misses skips them
 
 
@@ -105,10 +119,21 @@ def main() -> None:
                     choices=["fresh5", "fresh6", "fresh7", "fresh8", "fresh9"],
                     help="add a set as a column (fresh5-7: once blind, training data since round 4; fresh8: round "
                          "4's blind final measure, training data since round 5, never listed message by message; "
-                         "fresh9: round 5's blind final measure, not training data, never listed)")
+                         "fresh9: round 5's blind final measure, training data since round 6)")
+    ap.add_argument("--set", dest="paths", action="append", default=[], type=Path, metavar="PATH",
+                    help="add any labelled jsonl (text, crisis, category) as a column, named by its file name: "
+                         "aggregates only, its messages are never listed (for a blind measure from outside the repo)")
     ap.add_argument("--loso", action="store_true",
-                    help="leave one set out: for each of fresh4-8, fit the learned layer on every other labelled "
+                    help="leave one set out: for each of fresh4-9, fit the learned layer on every other labelled "
                          "message and measure rules + layer on the held-out set (per fold, mean and worst)")
+    ap.add_argument("--honest", action="store_true",
+                    help="with --loso: on each fold, the rules of the commit in HONEST_RULES (rules not written from "
+                         "that fold) instead of the current ones")
+    ap.add_argument("--rules-at", action="append", default=[], metavar="FOLD=COMMIT",
+                    help="with --loso: measure this fold with the rules of this commit (overrides --honest for it; "
+                         "COMMIT 'now' = the current rules)")
+    ap.add_argument("--thresholds", metavar="LO:HI:STEP",
+                    help="with --loso: the thresholds of the table (default: a fixed list from 0.5 to 0.98)")
     ap.add_argument("--loso-before", action="store_true",
                     help="with --loso: fit each fold only on the third round's training data (train.jsonl, "
                          "safety_set, fresh, fresh2), as the screen was before round 4")
@@ -122,7 +147,16 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        print(loso_report(args.threshold, before=args.loso_before, misses=args.misses))
+        rules_at = dict(HONEST_RULES) if args.honest else {}
+        for item in args.rules_at:
+            fold, _, commit = item.partition("=")
+            rules_at[fold] = None if commit in ("", "now") else commit
+        grid = None
+        if args.thresholds:
+            lo, hi, step = (float(x) for x in args.thresholds.split(":"))
+            grid = [round(lo + step * i, 4) for i in range(int(round((hi - lo) / step)) + 1)]
+        print(loso_report(args.threshold, before=args.loso_before, misses=args.misses, thresholds=grid,
+                          rules_at=rules_at))
         return
     if args.sweep:
         import torch
@@ -138,6 +172,11 @@ def main() -> None:
         columns["fresh4"] = load(FRESH4)
     for name in args.extra:
         columns[name] = load(BLIND[name])
+    for path in args.paths:
+        name = path.name.removesuffix(".jsonl").replace("safety_", "")
+        name = name if name not in columns else f"{name}*"  # never replaces a column of the repo's own sets
+        columns[name] = load(path)
+        NEVER_LISTED_NOW.add(name)
     every = [r for col in columns.values() for r in col]
     print("Crisis screen. Columns: safety_set dev / test (test = 30% held out from the first rules); fresh, fresh2 "
           "(each written after a round of rules, measured, then tuned on); fresh3 (written after the last round and "
@@ -183,14 +222,15 @@ def classifier_tables(columns: dict[str, list[dict]], args) -> None:
 
     layer = classifier.default()
     own = {r["text"] for r in classifier_training_rows()}
-    for name in UNSEEN:
+    for name in (*UNSEEN, *sorted(NEVER_LISTED_NOW)):
         if name in columns:
             n = sum(r["text"] in own for r in columns[name])
             print(f"({name}: {n} of its {len(columns[name])} messages appear word for word in the training data)")
     alone = {name: evaluate(col, layer) for name, col in columns.items()}
     encoder = layer.meta.get("encoder_id", "minilm")
     print(f"\nClassifier alone (bot.safety.classifier: logistic regression over {encoder} + word n-grams, threshold "
-          f"{layer.threshold}; fitted on every labelled set but fresh9, so every other column is seen data):")
+          f"{layer.threshold}; fitted on every labelled set in the repo, so every column but those added with --set "
+          f"is seen data):")
     print(table(alone))
     both = {name: evaluate(col, lambda t: _two_layers(t, layer)) for name, col in columns.items()}
     print("\nRules + classifier (what `screen()` runs; seen data, see --loso for held-out figures):")
@@ -234,9 +274,34 @@ def sweep(rows: list[dict], name: str, thresholds: list[float] | None = None, la
     return "\n".join(lines)
 
 
-def loso_scored(before: bool = False, setting=None) -> dict[str, list[tuple[dict, bool, float, str]]]:
+def rules_at(commit: str, texts: list[str]) -> list[tuple[bool, str | None]]:
+    """(crisis, category) of the rule layer as it was at a git commit (its bot/safety/rules.py and screen.py, run in
+    a separate process from a temporary copy), for each text."""
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        pkg = Path(tmp) / "bot" / "safety"
+        pkg.mkdir(parents=True)
+        for name in ("rules.py", "screen.py"):
+            source = subprocess.run(["git", "-C", str(root), "show", f"{commit}:bot/safety/{name}"], check=True,
+                                    capture_output=True, text=True).stdout
+            (pkg / name).write_text(source, encoding="utf-8")
+        (pkg.parent / "__init__.py").write_text("")
+        (pkg / "__init__.py").write_text("")
+        code = ("import json, sys; from bot.safety.screen import screen_rules as f; "
+                "print(json.dumps([(g.crisis, g.category) for g in map(f, json.load(sys.stdin))]))")
+        out = subprocess.run([sys.executable, "-c", code], cwd=tmp, input=json.dumps(texts), capture_output=True,
+                             text=True, check=True, env={"PYTHONPATH": tmp, "PATH": "/usr/bin:/bin"}).stdout
+    return [tuple(x) for x in json.loads(out)]
+
+
+def loso_scored(before: bool = False, setting=None, rules: dict[str, str | None] | None = None,
+                ) -> dict[str, list[tuple[dict, bool, float, str]]]:
     """Leave-one-set-out scores (bot.safety.fit.loso) with the rules applied: per held-out set,
-    (row, caught by a rule, classifier score, category)."""
+    (row, caught by a rule, classifier score, category). `rules`: per fold, a commit whose rules to apply instead of
+    the current ones (None or absent: the current rules)."""
     from bot.safety import fit
     from bot.safety.screen import SCREEN_CHARS
 
@@ -244,12 +309,13 @@ def loso_scored(before: bool = False, setting=None) -> dict[str, list[tuple[dict
     folds = fit.loso(fit.Vectors(), setting or fit.SETTING, only=only)
     out = {}
     for name, scored in folds.items():
+        texts = [r["text"][:SCREEN_CHARS] for r, _, _ in scored]
+        commit = (rules or {}).get(name)
+        hits = rules_at(commit, texts) if commit else [(g.crisis, g.category) for g in map(screen_rules, texts)]
         out[name] = []
-        for r, s, cat in scored:
-            text = r["text"][:SCREEN_CHARS]
-            rule = screen_rules(text)
+        for (r, s, cat), text, (hit, rule_cat) in zip(scored, texts, hits):
             enough = sum(c.isalpha() for c in text) >= 3
-            out[name].append((r, rule.crisis, s if enough else 0.0, rule.category if rule.crisis else cat))
+            out[name].append((r, hit, s if enough else 0.0, rule_cat if hit else cat))
     return out
 
 
@@ -266,26 +332,39 @@ def loso_figures(scored: dict[str, list], threshold: float) -> dict[str, tuple[f
     return out
 
 
+def loso_choice(scored: dict[str, list], thresholds: list[float]) -> str:
+    """The threshold rule fixed before round 5's and round 6's figures (bot.safety.fit.LOSO_MEAN_FPR / LOSO_WORST_FPR):
+    the lowest threshold whose mean false-positive rate over the folds and whose worst fold are within the limits."""
+    from bot.safety import fit
+
+    ok = [t for t in sorted(thresholds) if (f := loso_figures(scored, t))["mean"][1] <= fit.LOSO_MEAN_FPR + 1e-9
+          and f["worst"][1] <= fit.LOSO_WORST_FPR + 1e-9]
+    return (f"Rule (lowest threshold with mean FPR <= {fit.LOSO_MEAN_FPR} and worst fold <= {fit.LOSO_WORST_FPR}): "
+            + (f"{ok[0]}" if ok else "none of these thresholds qualifies"))
+
+
 def loso_report(threshold: float | None = None, before: bool = False, misses: bool = False,
-                thresholds: list[float] | None = None) -> str:
+                thresholds: list[float] | None = None, rules_at: dict[str, str | None] | None = None) -> str:
     """The leave-one-set-out table: a threshold sweep (recall / FPR per fold, mean and worst), per-category counts at
     `threshold` and, with `misses`, every missed crisis and false positive of each fold (these sets are training
     data since round 4, so they may be read)."""
     from bot.safety import classifier
 
     threshold = threshold if threshold is not None else classifier.load_weights()["threshold"]
-    scored = loso_scored(before)
+    scored = loso_scored(before, rules=rules_at)
     names = list(scored)
     thresholds = sorted(set(thresholds or [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.875, 0.9, 0.925, 0.95, 0.97, 0.98])
                         | {threshold})
+    rules_note = ", ".join(f"{n} {(rules_at or {}).get(n) or 'now'}" for n in names)
     lines = [f"Leave one set out ({'fitted on the third round data only' if before else 'fitted on all other sets'}): "
-             "rules + classifier, recall / FPR per held-out set",
+             f"rules + classifier, recall / FPR per held-out set; rules of: {rules_note}",
              f"{'threshold':>9}  " + "".join(f"{n:>14}" for n in names) + f"{'mean':>14}{'worst':>14}"]
     for t in thresholds:
         fig = loso_figures(scored, t)
         lines.append(f"{t:>9.3f}  " + "".join(f"{fig[n][0]:>7.3f}/{fig[n][1]:.3f}" for n in names + ["mean", "worst"])
                      + ("  <-" if t == threshold else ""))
-    lines.append("Classifier alone (no rules; honest on every fold, since no fold's own messages trained it):")
+    lines.append(loso_choice(scored, thresholds))
+    lines.append("Classifier alone (no rules; no fold's own messages trained it):")
     alone = {name: [(r, False, s, c) for r, _, s, c in rows] for name, rows in scored.items()}
     for t in thresholds:
         fig = loso_figures(alone, t)
@@ -360,7 +439,7 @@ def _two_layers(text: str, layer):
 def _misses(args, results: dict) -> None:
     if not (args.misses or args.test_misses):
         return
-    for split in [c for c in results if c not in ("all", *UNSEEN)] if args.test_misses else ["dev"]:
+    for split in [c for c in results if c not in ("all", *UNSEEN, *NEVER_LISTED_NOW)] if args.test_misses else ["dev"]:
         for text in results[split]["missed"]:
             print(f"MISSED  [{split}] {text}")
         for text, rule in results[split]["false_pos"]:

