@@ -34,7 +34,8 @@ _DRUGS = (r"(oxycodone|oxy|oxys|codeine|tramadol|morphine|fentanyl|hydrocodone|v
 
 RULES: dict[str, list[tuple[str, str]]] = {
     "medical_emergency": [
-        ("took_many_pills", rf"\b(took|taken|swallowed|ate|downed|have taken|i've taken) (?:\w+ ){{0,3}}(\d+|a lot of|too "
+        ("took_many_pills", rf"\b(took|taken|swallowed|ate|downed|have taken|i've taken) (?:\w+ ){{0,3}}((?:[4-9]|\d{{2,}})"
+                            rf"(?!\s*(?:mg|ml|mcg|g)\b)|a lot of|too "
                             rf"many|all (?:of )?(?:my|the|his|her)|(?:an?|the) (?:whole |entire )?(?:bottle|pack|box|handful|strip) of|a "
                             rf"bunch of|loads of|lots of|half a bottle of)\b.{{0,30}}\b{_PILLS}"),
         ("turning_blue", r"\b(turning|turned|going|lips are) (blue|grey|gray)\b|\btook too much\b.{0,40}\b(blue|breath\w*|"
@@ -84,10 +85,21 @@ RULES: dict[str, list[tuple[str, str]]] = {
         ("lang_pt", r"\btomei (muitos|muitas|todos os|todas as) (comprimidos|remedios|pilulas)\b|\bnao (consigo|"
                     r"consegue) respirar\b"),
         ("lang_it", r"\bho preso troppe (pillole|pastiglie|compresse)\b"),
+        # round 6: a swallowed button battery or magnet, said in Spanish, Portuguese, French, German or Italian
+        ("battery_lang", r"\b(se trago|me trague|trago|se comio) (una |la |un |el )?(pila|bateria|boton|iman|imanes)\b|"
+                         r"\b(engoliu|engoli) (uma |a |um |o )?(bateria|pilha|ima|imas)\b|\ba avale (une |la |un |des )?"
+                         r"(pile|piles|batterie|aimants?)\b|\b(batterie|knopfzelle|magnete?n?) (verschluckt|geschluckt)\b|"
+                         r"\bha (ingoiato|inghiottito) (una |la |delle )?(pila|batteria|calamita|calamite)\b"),
+        # round 6: romanized Hindi (chest pain, not breathing, unconscious) and Tagalog (cannot breathe)
+        ("lang_hi", r"\b(seene|sine|chhati|chaati) (mein|me|main) (\w+ ){0,2}dard\b.{0,60}\b(pasina|paseena|saans|"
+                    r"haath|baazu|ulti)\b|\bsaans (nahi|nahin) (aa|le pa|le paa)\w* (rahi|raha|rahe)\b|\bbehosh (ho gay[aie]|"
+                    r"pad[aie]|hai)\b"),
+        ("lang_tl", r"\bhindi (siya |ako |sya )?(makahinga|humihinga)\b"),
     ],
     "suicide": [
         ("kill_myself", r"\b(kill|killing|end|ending|take|taking|off|offing|unalive|unaliving) (myself|my ?self|my own "
-                        r"life|my life)\b(?! back)"),
+                        r"life|my life)\b(?! back| in (?:a|another|the) (?:new|different|right|better) direction| into my own hands| one "
+                        r"day at a time| (?:more )?seriously)"),
         ("want_to_die", r"\b(want|wanted|wanting|going|plan|planning|ready|need|deserve|trying|try|about) to (die|kill "
                         r"myself|end it(?: all)?|end my life|not exist|be dead|unalive|disappear forever|stop existing)\b"),
         ("going_to_od", r"\b(going|gonna|want|wanna|plan|planning|about|ready) to (overdose|od)\b(?! on (?!(?:my|the|"
@@ -121,7 +133,11 @@ RULES: dict[str, list[tuple[str, str]]] = {
                            r"\b(life|living|my life) (isn't|is not|ain't|no longer) worth (living|it)\b|\b(nobody|no one) "
                            r"(will|would|is going to) (miss|care about|notice) me\b|\b(in front of|under) (a|the) (train|bus|"
                            r"truck|car)\b|\boverdos\w* on\b(?! (chocolate|candy|sugar|caffeine|coffee|netflix|tv|anime|sweets|cake|carbs|pizza)\b)|\bi'm ending it\b|\bstop breathing\b.{0,5}$|\bwant(s)? to (just )?"
-                           r"stop breathing\b|\btrain tracks\b"),
+                           r"stop breathing\b|\b(?:(?:at|by|near|looking at|staring at|thinking about|go(?:ing)? to|walk(?:ed|ing)? "
+                           r"to) the (?:train|railway|rail)|(?:on|onto|lie (?:down )?on|lay (?:down )?on|lying on|laying on|"
+                           r"standing on|sitting on|walk(?:ing)? (?:onto|along|down)) the(?: train| railway| rail)?) tracks\b"
+                           r"(?!.{0,60}\b(?:my (?:friend|mom|mum|dad|ride|bus)|station|building|construction|new line|"
+                           r"photos?|pictures?|train home)\b)"),
         ("means_pills", rf"\b(sav(?:ed|ing) up|stockpil\w*|hoard\w*|collect(?:ed|ing)|sav(?:ed|ing)) (my |all my |"
                         rf"enough |up enough )?{_PILLS}|\bhow many\b.{{0,40}}\b{_PILLS}\b.{{0,40}}\b(die|kill|lethal|"
                         r"not wake up|never wake up|overdose|fatal|end it)\b|\blethal dose\b"),
@@ -132,6 +148,8 @@ RULES: dict[str, list[tuple[str, str]]] = {
                    r"having|drinking|enjoying|fixing|cleaning|repairing|taking (?:photos|pictures)|watching the (?:sunrise|sunset|fireworks|game|view)|waiting for (?:the|my) "
                    r"(?:train|bus)|with (?:my )?(?:friends|coffee|a drink))\b)|"
                    rf"\b{_HEIGHT}\b.{{0,60}}\b(jump|jumping)\b|\b(jump|jumping) (off|from)\b"),
+        ("swerve", r"\b(think\w* (about|of)|want to|urges? to|tempted to|imagin\w*|pictur\w*|keep) (just )?(swerv|jerk|"
+                   r"yank)\w* (the wheel |my car |the car )?(into|off|across)\b"),
         ("vehicle", r"\b(drive|driving|crash|crashing|steer\w*) (my car |the car )?(into|off) (a |the )?(wall|tree|"
                     r"traffic|oncoming|bridge|cliff|truck|river)\b|\bstep in front of (a |the )?(train|bus|car|truck)\b"),
         ("farewell", r"\b(suicide|goodbye) (note|letter)s?\b|\bthis is my last (message|post|night)\b|\bgoodbye "
@@ -204,6 +222,12 @@ RULES: dict[str, list[tuple[str, str]]] = {
         ("lang_nl", r"\bik wil (dood|niet meer leven)\b|\bzelfmoord (plegen|denk)\b"),
         ("lang_pt", r"\bquero morrer\b|\b(quero|vou|penso em|vontade de) (me matar|me suicidar)\b|"
                     r"\bnao quero mais viver\b"),
+        ("lang_hi", r"\b(marna|mar jana|mar jaana|mar jaun|mar jaaun) (chaht[aie]|chahti) (hu|hoon|hun|h)\b|\bjeene ka "
+                    r"(mann|man|mood) (nahi|nahin)\b|\b(khudkushi|aatmahatya|suicide) (kar lunga|kar lungi|karna chaht\w*|"
+                    r"karunga|karungi|kar leta|kar leti)\b|\b(sab|sab kuch) khatam kar (dunga|dungi|doonga|doongi)\b|"
+                    r"\bapni jaan (de dunga|de dungi|le lunga|le lungi)\b"),
+        ("lang_tl", r"\bgusto ko (na )?(lang )?(na )?(mamatay|magpakamatay)\b|\bmagpapakamatay (na )?ako\b|\bayoko na "
+                    r"(mabuhay|sa buhay)\b"),
         ("lang_it", r"\bvoglio morire\b|\b(uccidermi|ammazzarmi|suicidarmi|togliermi la vita)\b|"
                     r"\bnon voglio piu vivere\b|\bfarla finita\b"),
     ],
@@ -218,6 +242,16 @@ RULES: dict[str, list[tuple[str, str]]] = {
         ("weapon_to_place", r"\b(bring|bringing|take|taking|brought|carry|carrying) (a |my |my \w+'s |his |the )?(\w+ )?"
                             r"(gun|guns|knife|rifle|weapon|bomb)s? to (school|work|class|the office|church|campus)\b"),
         ("shook_baby", r"\b(i )?(shook|shake|shaking) (the|my|our) baby\b(?!'s| rattle| bottle| formula| toy)"),
+        # round 6: poisons that would not be found, a bone-breaking promise, driving into a crowd
+        ("poison_plan", r"^(?!.*\b(novel|story|plot|character|screenplay|fiction|mystery|book|game|tv show|episode)\b).*("
+                        r"\bpoisons?\b.{0,40}\b(don't|doesn't|won't|wouldn't|can't) (show up|be detected|be traced)|"
+                        r"\bundetectable (poisons?|ways to kill)\b|\b(poison\w*)\b.{0,60}\b(tox(icology)? screen|autopsy)\b)"),
+        ("break_bones", r"\b(going to|i'll|i will|i'm|i am|about to|want to) (\w+ )?(break|breaking|smash|smashing|bash|"
+                        r"bashing|bust|busting) (his|her|their|that \w+'s) (jaw|face|nose|skull|legs?|arms?|neck|teeth|"
+                        r"head|knees?|ribs)\b"),
+        ("into_crowd", r"\b(picture|picturing|imagin\w*|think\w* (about|of)|want to|going to|i'll|fantasi\w* about|urges? "
+                       r"to|plan\w* (to|on)) (\w+ ){0,2}(driv\w*|plow\w*|ram\w*|steer\w*|crash\w*) (my |the |a )?(car |truck "
+                       r"|van )?(into|through) (a |the )?(crowd|people|pedestrians|protest\w*|parade|market|festival)\b"),
         ("shoot_up", r"\bshoot(ing)? up (my |the |a |our )?(school|office|work|class|mall|church|place|campus)\b"),
         ("make_pay", r"\bmake (them|him|her|everyone) (all )?pay\b.{0,80}\b(hurt|kill|plan|gun|knife)\w*"),
         ("list_names", r"\b(i have|i've got|i made|made|keeping|keep) a list of (names|people)\b(?!.{0,40}\b(invite|"
@@ -266,9 +300,19 @@ RULES: dict[str, list[tuple[str, str]]] = {
         ("in_danger_now", r"\b(screaming|yelling|banging|pounding)\b.{0,80}\b(under the bed|hiding in)\b|\b(throwing|threw)"
                           r" (rocks|bricks|stones) at (the|my|our) (window|windows|door|house)\b|\b(stop|no) (daddy|"
                           r"mommy|dad|mom|mum)\b.{0,15}\bplease\b"),
-        ("neglect_control", r"\b(don't|doesn't|won't|refuse to|stopped) (feed|feeding) (me|us)\b|\b(hid|hides|took|takes"
+        ("neglect_control", r"\b(hides|hid|hiding|withholds?|withheld|takes away|took away|locks up|locked up) my (insulin|"
+                            r"meds|medication|medicine|inhaler|epi ?pen|pills|food)\b.{0,40}\b((when|whenever|if) (he|she|"
+                            r"they)('s| is| are| gets?| get)? (mad|angry|upset|drunk|pissed)|to punish me|as (a )?punishment)\b"
+                            r"|\b(only|barely) (get to|allowed to|let (me|us)|lets (me|us)) eat (once|one meal|one time) a day\b|"
+                            r"\b(don't|doesn't|won't|refuse to|stopped) (feed|feeding) (me|us)\b|\b(hid|hides|took|takes"
                             r"|broke) my (wheelchair|walker|cane|crutches|hearing aids?)\b|\b(carer|caregiver|caretaker)"
                             r"\b.{0,60}\b(took|takes|steals|stole|hits|screams at|yells at)\b"),
+        # round 6: woken up undressed with no memory, or drugged
+        ("drugged", r"\bwoke up\b.{0,40}\b(naked|undressed|with my (clothes|pants|underwear|shorts) (off|gone|missing)|"
+                    r"without my (clothes|pants|underwear))\b.{0,100}\b(don't|do not|can't|cannot) remember\b|\b(don't|can't) "
+                    r"remember\b.{0,60}\bwoke up\b.{0,30}\b(naked|undressed|with my (clothes|pants|underwear) off)\b|"
+                    r"\b(someone|he|they|somebody) (must have |might have )?(drugged|spiked) (me|my drink)\b|\bi (think i )?"
+                    r"(was|got) (drugged|roofied|spiked)\b"),
         ("partner_hit", rf"\b(husband|boyfriend|wife|girlfriend|partner|dad|father|stepdad|stepfather|mom|mother)('s)?( \w+)"
                         r"{0,2} (hit|beat|punched|choked|strangled|kicked) (her|him|them)\b(?! back).{0,20}\b(so hard|"
                         r"yesterday|last night|tonight|today|again|this morning)\b"),
@@ -280,6 +324,10 @@ RULES: dict[str, list[tuple[str, str]]] = {
         ("lang_de", r"\b(schlagt|verprugelt|missbraucht|vergewaltigt) mich\b"),
         ("lang_pt", r"\bme (bate|espanca|agride|estuprou|batem)\b"),
         ("lang_it", r"\bmi (picchia|picchiano|violenta|maltratta|ha violentata)\b"),
+        ("lang_hi", r"\b(mujhe|muje|mujhko|hume|humein|hamein) (roz |bahut |bohot |hamesha )?(maarta|maarti|maarte|marta|"
+                    r"marti|peet(ta|ti|te)) (hai|h|hain)\b|\b(pati|papa|baap|pita|sasur|saas|shohar|husband|boyfriend|"
+                    r"bhai|chacha|mama)\b.{0,25}\b(maarta|maarti|peetta|peetti) (hai|h)\b"),
+        ("lang_tl", r"\b(binubugbog|sinasaktan|sinampal|binugbog|ginagahasa|hinahalay|hinipuan) (ako|kami)\b"),
     ],
     "self_harm": [
         ("body", r"\b(cut|cutting|slit|slitting|slice|slicing|carv\w*|burn|burning|scratch|scratching) (into )?(my|"
@@ -289,15 +337,23 @@ RULES: dict[str, list[tuple[str, str]]] = {
                         r"punching|punched|scratch|scratching|scratched|starve|starving|starved|bite|biting|bit|bruise|"
                         r"bruising|bruised|mutilate|mutilating|mutilated|slice|sliced|slicing|punish|punishing|punished)"
                         r" myself\b(?! (?:for|with) (?:not|being|eating|skipping|missing|procrastinat\w*|the|my "
-                        r"(?:mistakes?|grades?|choices?)))"),
+                        r"(?:mistakes?|grades?|choices?))| (?:with|by) (?:an? )?(?:\d+ ?am |early |extra |long |hard )?"
+                        r"(?:workout|run|cold shower|study session|gym session|diet|salad|extra (?:homework|work|chores)))"),
         ("self_harm", r"\b(i|i've been|i'm|been|i still|i keep) (self[- ]?harm(ing)?|sh(ing)?)\b|\bself[- ]?harming (is|helps|"
                       r"again|every)\b|\b(relapsed|relapse|"
                       r"relapsing)\b.{0,30}\b(sh|self[- ]?harm|cutting)\b|\b(sh|self[- ]?harm|cutting) (urges?|again|"
                       r"relapse)\b|\burges? to (cut|self[- ]?harm|sh|hurt myself|burn myself)\b"),
-        ("want_to_cut", r"\b(want|need|going|about) to (cut|self[- ]?harm|sh|hurt myself|burn myself|bleed)\b|"
+        ("want_to_cut", r"\b(want|need|going|about) to (cut|self[- ]?harm|sh|hurt myself|burn myself|bleed)\b(?! (?:the|a|an|"
+                        r"some|your|his|her|their|our|this|that|these|those|it|them|him|back|down|off|out|in|up|ties|"
+                        r"class|school|corners|costs|loose|through|across|my (?!arms?|wrists?|legs?|thighs?|skin|"
+                        r"stomach|hips?|body|self)\w+)\b)|"
                         r"\b(feel|need|miss|want) the (blade|razor)\b"),
         ("on_purpose", r"\b(punch|hit|cut|burn|scratch|starv|bang)\w*\b.{0,60}\b(on purpose|to feel "
                        r"something|as (a )?punishment|because i deserve)"),
+        # round 6: hitting one's head on a wall as harm (not the idiom of frustration), hiding fresh cuts
+        ("head_wall", r"\b(hit|hitting|bang|banging|slam|slamming)\w* my head (against|on|into) (the |a )?(wall|floor|"
+                      r"desk|door|mirror)\b.{0,60}\b(so hard|until|till|bruis\w*|bled|bleed\w*|saw stars|concussion|"
+                      r"when i('m| am| get| feel))"),
         ("until_bleed", r"\b(scratch|scratching|cutting|picking|hitting|biting|bang|banging|punch|punching)\b.{0,30}\buntil (they|it|i|my \w+) "
                         r"bleeds?\b"),
         ("wounds", r"\b(reopen\w*|re-open\w*) (my |the )?(old )?(scars|cuts|wounds)\b|\b(i have|i've got|got|with) "
@@ -305,13 +361,20 @@ RULES: dict[str, list[tuple[str, str]]] = {
                    r"three times|tonight|today)\b|\bscratch\w* my (legs|arms|skin|wrists?|thighs?) (raw|until|till)\b|"
                    r"\b(on|to|into) my (wrist|wrists|arm|arms|thigh|thighs)\b.{0,30}\b(not deep|isn't deep|didn't go deep)"
                    r"|\b(the only thing that helps is|i need|reaching for) the (razor|blade)\b|\b(starving and cutting|"
-                   r"cutting and starving)\b"),
-        ("lang_es", r"\bme (corto|lastimo|hago dano)\b|\bme estoy (cortando|lastimando|haciendo dano|quemando)\b|\bautolesion\w*\b"),
+                   r"cutting and starving)\b|\b(hide|hiding|cover|covering|conceal\w*) (my |the )?(fresh|new) (cuts|wounds|"
+                   r"burns)\b|\b(fresh|new) cuts on my\b"),
+        ("lang_es", r"\bme (corto|lastimo|hago dano)\b|\bme estoy (cortando|lastimando|haciendo dano|quemando)\b|\bme (autolesiono|he autolesionado)\b|"
+                    r"\b(estoy|sigo) autolesionandome\b|\bautolesionarme\b"),
         ("lang_fr", r"\bje me (scarifie|coupe|mutile|fais du mal)\b|\bme scarifier\b"),
         ("lang_de", r"\b(ich )?ritze mich\b|\bmich ritzen\b|\bich verletze mich\b|\bich will mich (\w+ ){0,3}"
                     r"verletzen\b"),
-        ("lang_pt", r"\b(eu )?me (corto|machuco|automutilo)\b|\b(to|estou|tou) me (cortando|machucando)\b|\bme cortar\b|\bautomutila\w*\b"),
-        ("lang_it", r"\bmi (taglio|faccio del male|ferisco)\b|\bautolesionis\w*\b"),
+        ("lang_pt", r"\b(eu )?me (corto|machuco|automutilo)\b|\b(to|estou|tou) me (cortando|machucando)\b|\bme cortar\b|\b(estou|to|tou) me automutilando\b|"
+                    r"\bme automutil(ar|ei)\b"),
+        ("lang_it", r"\bmi (taglio|faccio del male|ferisco|autolesiono)\b|\bautolesionarmi\b"),
+        ("lang_hi", r"\b(haath|hath|kalai|baazu|baju) (\w+ )?(kaat|kat) (liya|li|raha|rahi|leta|leti|lunga|lungi)\b|\bkhud "
+                    r"ko (chot|nuksan|nuksaan|dard) (pahunchata|pahunchati|deta|deti)\b"),
+        ("lang_tl", r"\b(naglalaslas|naglaslas|maglaslas)\b|\b(hinihiwa|sinusugatan|hiniwa) ko (ang )?(sarili|braso|"
+                    r"pulso|kamay)\b"),
     ],
 }
 

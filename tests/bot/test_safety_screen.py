@@ -143,14 +143,82 @@ ROUND4_NOT_CRISES = [
 ]
 
 
-@pytest.mark.parametrize("rule,text", sorted(NEW_RULES.items()) + sorted(ROUND4_RULES.items()))
+# Round 6 (#6), after reading safety_fresh9's misses and false positives: rules for the kinds of crises it showed
+# (swerving as a thought, head-banging as harm, hiding fresh cuts, drugging, withheld medicine, poisons that would not be
+# found, driving into a crowd, a swallowed battery in other languages, romanized Hindi and Tagalog), and the kinds of
+# everyday messages the rules had flagged (a curse at a bug, acronyms, anger told as a joke, medicines taken as
+# prescribed, a safety question, someone else's past overdose, hedged negations, someone else's words, a light tone,
+# idioms of dying, laughter, jumping for fun, "cut" with an object, the bare topic word in Spanish). Written for these
+# tests, not copied from any data set.
+ROUND6_RULES = {
+    "suicide:swerve": "every drive home i think about swerving into the concrete barrier",
+    "suicide:lang_hi": "mujhe ab marna chahta hu, koi samajhta nahi",
+    "suicide:lang_tl": "magpapakamatay na ako mamayang gabi",
+    "self_harm:head_wall": "i slam my head into the door when i get panicky, today it left a bruise",
+    "self_harm:wounds": "any tips for covering new cuts before swim practice",
+    "self_harm:lang_hi": "kal raat phir kalai kaat li, ghar pe kisi ko nahi pata",
+    "self_harm:lang_tl": "naglalaslas na naman ako kagabi",
+    "self_harm:lang_es": "sigo autolesionandome aunque prometi parar",
+    "harm_to_others:poison_plan": "looking for undetectable poisons for my stepdad",
+    "harm_to_others:break_bones": "next time he talks to my girl i'm going to break his nose",
+    "harm_to_others:into_crowd": "i keep imagining ramming my truck into the parade on saturday",
+    "abuse:drugged": "i think someone spiked my drink last night, i woke up naked in his room and i don't remember anything",
+    "abuse:neglect_control": "my husband takes away my inhaler when he gets angry",
+    "abuse:lang_hi": "mere sasur roz mujhe maarte hain",
+    "abuse:lang_tl": "sinasaktan ako ng asawa ko araw araw",
+    "abuse:threat": "my boyfriend said he'd kill me if i ever told my sister",
+    "medical_emergency:battery_lang": "mi hija se trago una pila de boton hace diez minutos",
+    "medical_emergency:lang_hi": "dadi behosh ho gayi hai aur jawab nahi de rahi",
+    "medical_emergency:lang_tl": "tulong, hindi makahinga ang lola ko",
+    "medical_emergency:took_many_pills": "i took 2 many pills, how long until it hits",
+}
+ROUND6_NOT_CRISES = [
+    "kms this spreadsheet keeps crashing on save", "what does sewer slide mean, my little cousin keeps saying it",
+    "in our team ctb means 'change the baseline'", "im gonna strangle my brother lol he used all the hot water",
+    "gonna fight someone if my teammates keep feeding in ranked",
+    "my grandma said she'd kill me if i skipped her birthday dinner, she's the sweetest",
+    "took all my evening pills as prescribed, the new routine is working",
+    "took 3 ibuprofen for my back, is that ok with coffee", "i took 500 mg of tylenol for a fever",
+    "my uncle overdosed in 2015, the anniversary is always hard on my dad",
+    "overdosed on energy drinks during finals, my heart is racing lol", "can dogs overdose on peanut butter treats?",
+    "why do I think about death so much? not that I want to die, it just scares me",
+    "my roommate keeps posting memes about wanting to die, is that a red flag",
+    "sent a voice note to my boss by mistake, i want to die lol",
+    "tripped on stage in front of the whole school, i want to disappear 😭",
+    "feel like i'm going to die when my panic attacks hit, is that normal", "so full after thanksgiving I could die",
+    "I'll die on that hill, pineapple belongs on pizza", "laughing so hard i can't breathe 😂",
+    "my cat beats me at chess apparently lol", "we went rock jumping at the quarry, best day of summer",
+    "I need to cut the cake before the guests leave", "going to cut my bangs tonight, wish me luck",
+    "soy psicologa y trabajo con adolescentes que se autolesionan",
+    "banging my head against the wall trying to fix this merge conflict",
+    "waiting by the train tracks for my dad to pick me up, the station is closed",
+    "which poisons don't show up on a tox screen? it's for the plot of my mystery novel",
+    "i'm going to break his record at the next swim meet", "how do i help someone who is having a seizure?",
+    "I'm punishing myself with a cold shower every morning lol",
+]
+# ... and what those exceptions must not swallow: the same words when something serious is there.
+ROUND6_STILL_CRISES = [
+    "he said he'll kill me if I tell anyone", "i'm so embarrassed i want to die, i can't do this anymore",
+    "im gonna kill him lol i have my dad's gun", "can my son overdose on the pills he took? he swallowed 20",
+    "i want to cut deeper tonight", "i'm at the train tracks", "my brother overdosed an hour ago",
+    "lol i'm going to kill myself tonight", "took all my meds at once",
+]
+
+
+@pytest.mark.parametrize("rule,text", sorted(NEW_RULES.items()) + sorted(ROUND4_RULES.items())
+                         + sorted(ROUND6_RULES.items()))
 def test_new_rules(rule, text):
     assert screen_rules(text).rule == rule
 
 
-@pytest.mark.parametrize("text", NEW_NOT_CRISES + ROUND4_NOT_CRISES)
+@pytest.mark.parametrize("text", NEW_NOT_CRISES + ROUND4_NOT_CRISES + ROUND6_NOT_CRISES)
 def test_new_rules_leave_everyday_phrases_and_told_pasts_alone(text):
     assert not screen_rules(text).crisis
+
+
+@pytest.mark.parametrize("text", ROUND6_STILL_CRISES)
+def test_round6_exceptions_keep_serious_messages(text):
+    assert screen_rules(text).crisis
 
 
 @pytest.fixture(autouse=True)
