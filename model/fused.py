@@ -179,7 +179,8 @@ def _build_triton_kernels():
     @triton.autotune(  # tried once per (chunk, group) outside any CUDA graph (the engine warms up first); the
         # chunk count and head count are runtime values, so other lengths and batches reuse the choice and compile
         configs=[triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=st)
-                 for bn, w, st in ((32, 2, 2), (64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 8, 2), (64, 2, 3))],
+                 for bn, w, st in ((32, 2, 2), (64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 8, 2), (64, 2, 3),
+                                   (128, 4, 3), (128, 8, 3), (64, 4, 4), (32, 4, 4))],  # deeper pipelines: session 6
         key=["CHUNK", "GROUP"])
     @triton.jit
     def split_attn(Q, K, V, Lens, MidO, MidL, sm_scale, s_qb, s_qh, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, H, S,
