@@ -240,8 +240,8 @@ def check(tok, timeout_s: float = 120.0) -> list[dict]:
     bf16; the static engine (CUDA graphs, Triton decode attention, fused projections, pipelined decoding, mixed steps)
     against transformers' `generate`, greedy with the repetition penalty, EOS disabled, 4 prompts of different
     lengths decoded side by side: the first alone, the other three sent once its reply streams, so that they are
-    prefilled in chunks inside its decode steps. float32 must agree token for token; bf16 reports the common prefix
-    (rounding differs)."""
+    prefilled in chunks inside its decode steps; then the first conversation's next turn, which reuses the K/V its
+    slot still holds. float32 must agree token for token; bf16 reports the common prefix (rounding differs)."""
     import torch
 
     from model.engine import Engine
@@ -272,6 +272,14 @@ def check(tok, timeout_s: float = 120.0) -> list[dict]:
         got = eng.generate(reqs[1:])
         lead.join(timeout_s)
         got = first + got
+        # the first conversation's next turn: it takes the slot that still holds its K/V and prefills the rest
+        follow = reqs[0].model_copy(update={"history": reqs[0].history + [
+            Turn(role="user", content=reqs[0].message), Turn(role="assistant", content=got[0].text)],
+            "message": "And what should I do next?"})
+        reused0 = eng.stats.reused_tokens
+        next_turn = eng.generate([follow])[0]
+        reused = eng.stats.reused_tokens - reused0
+        ref_next = plain.generate([follow])[0]
         desc = eng.description
         mixed_steps = eng.stats.mixed_steps
         eng.close()
@@ -285,7 +293,8 @@ def check(tok, timeout_s: float = 120.0) -> list[dict]:
             prefix.append(n)
         out.append({"dtype": str(dtype), "identical": sum(same), "of": len(same), "common_prefix_tokens": prefix,
                     "engine": {k: desc.get(k) for k in ("cuda_graphs", "decode_attention", "mixed_steps")},
-                    "mixed_steps_run": mixed_steps})
+                    "mixed_steps_run": mixed_steps, "next_turn_identical": next_turn.text == ref_next.text,
+                    "next_turn_reused_tokens": reused, "next_turn_prompt_tokens": next_turn.prompt_tokens})
         log.info("CHECK %s", json.dumps(out[-1]))
         del model, lm, plain
         free()
