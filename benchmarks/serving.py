@@ -261,7 +261,8 @@ def check(tok, timeout_s: float = 120.0) -> list[dict]:
         greedy = SamplingParams(temperature=0.0, max_new_tokens=40)
         reqs = [r.model_copy(update={"sampling": greedy}) for r in conversations(plain, 4, 60, 900, seed=5)]
         ref = [plain.generate([r])[0] for r in reqs]
-        eng = SlotEngine(lm, lm.max_context, slots=4)  # the same context as the plain engine: same prompts
+        # the same context as the plain engine (same prompts); mixed steps on the CPU too (--tiny: the reference path)
+        eng = SlotEngine(lm, lm.max_context, slots=4, mixed=True if DEVICE == "cpu" else None)
         eng.eos_ids = NO_EOS
         eng.warmup()
         streaming = threading.Event()
