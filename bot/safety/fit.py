@@ -67,15 +67,15 @@ LOSO_WORST_FPR = 0.06
 TARGET_FPR = 0.04  # out of fold; the rules add a little, and the product target is 0.05
 # Out-of-fold FPR on our own, deliberately hard negatives overstates the FPR on messages others write, so the shipped
 # threshold is chosen by leave-one-set-out over sets others wrote (see THRESHOLD_NOTE); None = the out-of-fold choice.
-CHOSEN_THRESHOLD: float | None = 0.86
+CHOSEN_THRESHOLD: float | None = 0.88
 THRESHOLD_NOTE = (
-    "round 5: chosen by leave-one-set-out over fresh4-8 (benchmarks/safety.py --loso: each fold fitted on every other "
-    "labelled set, rules + classifier measured on the held-out set), by a rule fixed before looking: the lowest "
-    "threshold whose mean false-positive rate is <= 0.04 and whose worst fold is <= 0.06, counted with rules no fold "
-    "was read for (round 3's rules on fresh4-7, the current rules on fresh8, whose messages were never read). With "
-    "the e5 encoder and round 5's data: 0.86: mean recall 0.930 / FPR 0.034, worst fold 0.887 / 0.057, fresh8 "
-    "0.944 / 0.031; 0.85: worst FPR 0.063; 0.925 (round 4's value): 0.862 / 0.021. Classifier alone at 0.86: "
-    "0.916 / 0.019. Round 4 (MiniLM, 0.925) on the same folds: 0.858 / 0.027, fresh8 0.845 / 0.019.")
+    "round 6: chosen by leave-one-set-out over fresh4-9 (benchmarks/safety.py --loso --honest --rules-at fresh9=now "
+    "--thresholds 0.80:0.95:0.01: each fold fitted on every other labelled message, rules + classifier measured on "
+    "the held-out set), by round 5's rule, written down again before any round-6 figure: the lowest threshold on the "
+    "grid whose mean false-positive rate is <= 0.04 and whose worst fold is <= 0.06, with round 3's rules on fresh4-7, "
+    "round 6's on fresh8 (never read) and on fresh9 (read for them: optimistic). 0.88: mean recall 0.923 / FPR 0.032, "
+    "worst fold 0.853 / 0.048; 0.86 (round 5's value): 0.937 / 0.039 but fresh7 0.069; fresh9 with round 5's rules "
+    "at 0.88: 0.870 / 0.127. Classifier alone at 0.88: 0.886 / 0.021. Round 5 (0.86) on fresh4-8: 0.930 / 0.034.")
 
 
 @dataclass(frozen=True)
