@@ -375,12 +375,18 @@ class SlotEngine(Engine):
 
     # ------------------------------------------------------------------ public interface
     @property
+    def reusing(self) -> bool:
+        """K/V kept between turns serves: asked for, and mixed steps still on (they prefill the rest of a prompt;
+        a failed graph capture turns them off at warm-up)."""
+        return self.reuse_prefix and self.mixed
+
+    @property
     def description(self) -> dict:
         attention = "triton" if self.triton_attention else "matmul" if self.matmul_attention else "sdpa"
         return {**super().description, "mode": "static", "slots": self.slots, "cuda_graphs": self.use_graphs,
                 "decode_attention": attention, "mixed_steps": self.mixed, "kv_cache": str(self.kv_dtype),
                 "chunk_tokens": self.chunk_buckets[-1] if self.mixed else 0,
-                "prefix_reuse": self.reuse_prefix and self.mixed}
+                "prefix_reuse": self.reusing}
 
     def generate(self, requests: Sequence[GenerationRequest], on_delta: DeltaCallback | None = None
                  ) -> list[GenerationResult]:
@@ -635,7 +641,7 @@ class SlotEngine(Engine):
         from model.chunk_attention import BLOCK
 
         shared = {}
-        if self.reuse_prefix and self.mixed:
+        if self.reusing:
             shared = {slot: (common_prefix(held, seq.prompt_ids), prompt_len)
                       for slot, (held, prompt_len) in self._held.items()}  # in the order the slots were freed
         continued = [slot for slot, (n, prompt_len) in shared.items() if n >= max(prompt_len, BLOCK)]
@@ -929,7 +935,7 @@ class SlotEngine(Engine):
         if seq.slot >= 0:
             if error is None:  # its row stays parked until the slot is used again (one K/V read a step)
                 self.pos_buf[seq.slot, 0] = self.park
-                if self.reuse_prefix and self.mixed and seq.prefilled == len(seq.prompt_ids):
+                if self.reusing and seq.prefilled == len(seq.prompt_ids):
                     # the K/V written: the prompt and every reply token fed back (all but the last after a length
                     # stop; all of them after EOS, which is not kept)
                     held = seq.prompt_ids + (seq.tokens if seq.stopped else seq.tokens[:-1])
